@@ -1,0 +1,55 @@
+# crosscloud: every target installs what it needs on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+AZURITE_VERSION := 3.37.0
+AZURITE := .tools/node/node_modules/.bin/azurite-blob
+
+.PHONY: help tools up down serve demo test test-unit lint bench clean
+
+help:
+	@echo "make demo   - local cloud up, seed both clouds, backup, combined listing, down"
+	@echo "make test   - lint + unit + integration (devstack) + end-to-end tests"
+	@echo "make up | down | serve | lint | bench | tools"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(AZURITE):
+	@command -v npm >/dev/null || { echo "npm (Node.js 18+) is required to install Azurite" >&2; exit 2; }
+	mkdir -p .tools/node
+	npm install --silent --no-audit --no-fund --prefix .tools/node azurite@$(AZURITE_VERSION)
+
+tools: $(STAMP) $(AZURITE)
+
+up: tools
+	$(PY) -m devstack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
+
+serve: tools
+	$(PY) -m devstack serve
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+test: tools lint
+	$(PY) -m pytest -q
+
+demo: tools
+	$(PY) -m devstack.demo
+
+bench: tools
+	$(PY) -m bench
+
+clean: down
+	rm -rf .devstack .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from crosscloud.cli import main
+
+sys.exit(main())

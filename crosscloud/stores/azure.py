@@ -1,0 +1,177 @@
+"""Azure Blob Storage as an `ObjectStore`, authenticated with the managed identity."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import (
+    BlobProperties,
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContainerClient,
+    ContentSettings,
+    UserDelegationKey,
+    generate_blob_sas,
+)
+
+from crosscloud.errors import CrossCloudError, IdentityError, NotFound, UpstreamError
+from crosscloud.settings import ContainerUrl
+from crosscloud.stores.base import ObjectInfo, ObjectReader, ObjectStore, Page, PutOptions, PutResult
+
+CHUNK = 4 * 1024 * 1024  # download granularity: bounds memory per open stream
+
+PERMISSION_HINTS = {
+    "AuthorizationPermissionMismatch": "the identity lacks a data role on the container: assign "
+    "'Storage Blob Data Reader' (read) on the container to {who}",
+    "AuthorizationFailure": "the storage account refused the request (network rules or firewall) "
+    "for {who}",
+    "InvalidAuthenticationInfo": "the storage account did not accept {who}'s token (wrong tenant or "
+    "audience)",
+    "ContainerNotFound": "the container in AZURE_STORAGE_CONTAINER_URL does not exist",
+}
+
+
+@contextlib.contextmanager
+def azure_errors(action: str, who: str, key: str | None = None) -> Iterator[None]:
+    """Translate azure-core errors into crosscloud errors that name the cause."""
+    try:
+        yield
+    except CrossCloudError:
+        raise
+    except ResourceNotFoundError as exc:
+        if exc.error_code == "ContainerNotFound":
+            raise UpstreamError(f"Azure {action} failed: {PERMISSION_HINTS['ContainerNotFound']}",
+                                code="azure_container_not_found") from None
+        raise NotFound(f"no Azure blob named {key!r}" if key else f"Azure {action}: not found") from None
+    except ClientAuthenticationError as exc:
+        hint = PERMISSION_HINTS.get(str(exc.error_code or ""))
+        if isinstance(exc, HttpResponseError) and exc.status_code in (401, 403):
+            message = hint.format(who=who) if hint else f"access denied ({exc.error_code})"
+            raise UpstreamError(f"Azure {action} refused: {message}", code="azure_forbidden") from None
+        raise IdentityError(f"Azure {action}: {who} could not authenticate: "
+                            f"{str(exc).splitlines()[0][:300]}") from None
+    except HttpResponseError as exc:
+        if exc.status_code in (401, 403):
+            hint = PERMISSION_HINTS.get(str(exc.error_code or ""), "access denied ({code})")
+            raise UpstreamError(f"Azure {action} refused: {hint.format(who=who, code=exc.error_code)}",
+                                code="azure_forbidden") from None
+        retry = exc.status_code in (408, 429, 500, 502, 503, 504)
+        raise UpstreamError(f"Azure {action} failed with HTTP {exc.status_code} ({exc.error_code})",
+                            code="azure_error", status=503 if retry else 502,
+                            retry_after=5 if retry else None) from None
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise UpstreamError(f"Azure Blob Storage did not answer {action} in time "
+                            f"({type(exc).__name__})", code="azure_unavailable", status=503,
+                            retry_after=5) from None
+
+
+def _info(props: BlobProperties) -> ObjectInfo:
+    settings = props.content_settings
+    md5 = settings.content_md5 if settings is not None else None
+    return ObjectInfo(
+        key=props.name,
+        size=int(props.size or 0),
+        last_modified=props.last_modified.astimezone(dt.UTC),
+        etag=str(props.etag).strip('"'),
+        content_type=settings.content_type if settings is not None else None,
+        content_md5=bytes(md5) if md5 else None,
+        metadata=dict(props.metadata) if props.metadata is not None else None,
+    )
+
+
+class AzureBlobStore(ObjectStore):
+    name = "azure"
+    max_page_size = 5000
+
+    def __init__(self, container: ContainerUrl, credential: TokenCredential, *, who: str,
+                 timeout: float = 30):
+        self._location = container
+        self._who = who
+        self._service = BlobServiceClient(
+            container.account_url, credential=credential, connection_timeout=min(timeout, 10),
+            read_timeout=timeout, max_single_get_size=CHUNK, max_chunk_get_size=CHUNK,
+            max_single_put_size=8 * 1024 * 1024, max_block_size=8 * 1024 * 1024,
+        )
+        self._container: ContainerClient = self._service.get_container_client(container.container)
+        self._delegation_key: UserDelegationKey | None = None
+        self._delegation_lock = threading.Lock()
+
+    def describe(self) -> str:
+        return f"Azure container {self._location.url}"
+
+    def list_pages(self, prefix: str = "", page_token: str | None = None,
+                   page_size: int | None = None) -> Iterator[Page]:
+        pager = self._container.list_blobs(
+            name_starts_with=prefix or None, include=["metadata"],
+            results_per_page=min(page_size or self.max_page_size, self.max_page_size),
+        ).by_page(continuation_token=page_token)
+        while True:
+            with azure_errors("list", self._who):
+                page = next(pager, None)
+                if page is None:
+                    return
+                items = [_info(p) for p in page]
+            yield Page(items, pager.continuation_token or None)
+            if not pager.continuation_token:
+                return
+
+    def stat(self, key: str) -> ObjectInfo:
+        with azure_errors("stat", self._who, key):
+            return _info(self._container.get_blob_client(key).get_blob_properties())
+
+    def open(self, key: str) -> ObjectReader:
+        with azure_errors("read", self._who, key):
+            downloader = self._container.get_blob_client(key).download_blob(max_concurrency=1)
+        info = _info(downloader.properties)
+
+        def chunks() -> Iterator[bytes]:
+            with azure_errors("read", self._who, key):
+                yield from downloader.chunks()
+
+        return ObjectReader(info, chunks())
+
+    def put(self, key: str, stream: BinaryIO, size: int, options: PutOptions) -> PutResult:
+        with azure_errors("write", self._who, key):
+            result = self._container.get_blob_client(key).upload_blob(
+                stream, length=size, overwrite=True, metadata=options.metadata or None,
+                content_settings=ContentSettings(content_type=options.content_type),
+                max_concurrency=options.concurrency,
+            )
+        return PutResult(str(result["etag"]).strip('"'), None)
+
+    def _user_delegation_key(self) -> UserDelegationKey:
+        """Reused until 10 minutes before it ends (a key may live up to 7 days)."""
+        now = dt.datetime.now(dt.UTC)
+        with self._delegation_lock:
+            key = self._delegation_key
+            if key is None or dt.datetime.fromisoformat(
+                    str(key.signed_expiry).replace("Z", "+00:00")) < now + dt.timedelta(minutes=10):
+                with azure_errors("get user delegation key", self._who):
+                    key = self._service.get_user_delegation_key(
+                        key_start_time=now - dt.timedelta(minutes=5),
+                        key_expiry_time=now + dt.timedelta(hours=1))
+                self._delegation_key = key
+            return key
+
+    def link(self, key: str, ttl_seconds: int) -> str:
+        self.stat(key)  # 404 for a missing blob rather than a link that fails later
+        now = dt.datetime.now(dt.UTC)
+        sas = generate_blob_sas(
+            account_name=self._service.account_name, container_name=self._location.container,
+            blob_name=key, user_delegation_key=self._user_delegation_key(),
+            permission=BlobSasPermissions(read=True), start=now - dt.timedelta(minutes=1),
+            expiry=now + dt.timedelta(seconds=ttl_seconds), protocol="https",
+        )
+        return f"{self._container.get_blob_client(key).url}?{sas}"

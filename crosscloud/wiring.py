@@ -1,0 +1,75 @@
+"""Builds the configured stores from the settings, once per process.
+
+SDK clients hold connection pools and (for S3) the credential refresher, so they are
+created once and reused across invocations; the cache key is everything that shapes
+them, so a changed setting yields a new client instead of a stale one.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from crosscloud import identity
+from crosscloud.federation import FederationTarget, shared_session
+from crosscloud.settings import Settings
+from crosscloud.stores.azure import AzureBlobStore
+from crosscloud.stores.base import ObjectStore
+from crosscloud.stores.s3 import S3Store
+
+SOURCES = ("azure", "s3")
+_cache: dict[tuple[Any, ...], ObjectStore] = {}
+_lock = threading.Lock()
+
+
+def _timeout(settings: Settings) -> int:
+    return settings.int_setting("UPSTREAM_TIMEOUT_SECONDS", 30)
+
+
+def azure_store(settings: Settings | None = None) -> AzureBlobStore:
+    settings = settings or Settings()
+    container, client_id, timeout = settings.container_url, settings.azure_client_id, _timeout(settings)
+    key = ("azure", container, client_id, timeout)
+    with _lock:
+        store = _cache.get(key)
+        if store is None:
+            store = AzureBlobStore(container, identity.managed_identity(client_id),
+                                   who=identity.describe(client_id), timeout=timeout)
+            _cache[key] = store
+    assert isinstance(store, AzureBlobStore)
+    return store
+
+
+def s3_store(settings: Settings | None = None, *, backup: bool = False) -> S3Store:
+    """The S3 store for listing/reading (read role), or for backups (backup role and bucket)."""
+    settings = settings or Settings()
+    role = settings.aws_backup_role_arn if backup else settings.aws_role_arn
+    bucket = settings.backup_bucket if backup else settings.s3_bucket
+    target = FederationTarget(role, settings.aws_audience, settings.aws_region)
+    client_id, timeout = settings.azure_client_id, _timeout(settings)
+    key = ("s3", bucket, target, client_id, timeout)
+    with _lock:
+        store = _cache.get(key)
+        if store is None:
+            session = shared_session(identity.managed_identity(client_id), target)
+            store = S3Store(session, bucket, role_arn=role, timeout=timeout)
+            _cache[key] = store
+    assert isinstance(store, S3Store)
+    return store
+
+
+def store_for(source: str, settings: Settings | None = None) -> ObjectStore:
+    if source == "azure":
+        return azure_store(settings)
+    if source == "s3":
+        return s3_store(settings)
+    raise ValueError(f"unknown source {source!r}")
+
+
+def reset_for_tests() -> None:
+    from crosscloud import federation
+
+    with _lock:
+        _cache.clear()
+    federation.reset_for_tests()
+    identity.reset_for_tests()

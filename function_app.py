@@ -1,0 +1,10 @@
+"""The Function App: registers the blueprints and nothing else (logic lives in crosscloud/)."""
+
+import azure.functions as func
+
+from blueprints.health import bp as health_bp
+from blueprints.objects import bp as objects_bp
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+for blueprint in (health_bp, objects_bp):
+    app.register_functions(blueprint)
