@@ -29,4 +29,5 @@ def test_app_indexes_without_settings(monkeypatch):
     levels = {f.get_function_name(): str(f.get_trigger().auth_level).lower() for f in app.get_functions()
               if type(f.get_trigger()).__name__ == "HttpTrigger"}
     assert "anonymous" in levels["health"]
-    assert "function" in levels["list_objects"] and "function" in levels["get_object"]
+    assert "function" in levels["list_objects"]
+    assert "function" in levels["get_object"]

@@ -1,0 +1,126 @@
+"""`python -m crosscloud ...`: the same code paths as the functions, from a terminal.
+
+Each subcommand is one `cmd_*` function registered in `build_parser`; errors are the
+library's `CrossCloudError`s, printed as one line (or JSON with --json) with exit code 1
+(2 for bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from crosscloud import listing, objects, wiring
+from crosscloud.errors import CrossCloudError
+from crosscloud.settings import Settings
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def print_table(rows: list[dict[str, object]], out=sys.stdout) -> None:  # noqa: ANN001
+    """The combined listing as an aligned table: source, size, last modified, key."""
+    header = ("SOURCE", "SIZE", "LAST MODIFIED (UTC)", "KEY")
+    lines = [header] + [(str(r["source"]), _human(int(r["size"])),  # type: ignore[call-overload]
+                         str(r["last_modified"]).replace("T", " ").replace("Z", ""), str(r["key"]))
+                        for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(3)]
+    for line in lines:
+        out.write(f"{line[0]:<{widths[0]}}  {line[1]:>{widths[1]}}  {line[2]:<{widths[2]}}  {line[3]}\n")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    sources = listing.parse_source(args.source)
+    prefix = listing.parse_prefix(args.prefix)
+    settings = Settings()
+    stores = {name: wiring.store_for(name, settings) for name in sources}
+    rows: list[dict[str, object]] = []
+    cursor = None
+    while True:  # the CLI shows everything: it pages until the cursor runs out
+        page = listing.list_objects(stores, source=args.source, prefix=prefix,
+                                    limit=listing.MAX_LIMIT, cursor=cursor)
+        rows.extend(e.as_json() for e in page.items)
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    if args.json:
+        json.dump({"items": rows, "next_cursor": None}, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    elif not rows:
+        print("(no objects)")
+    else:
+        print_table(rows)
+        total = sum(int(r["size"]) for r in rows)  # type: ignore[call-overload]
+        print(f"{len(rows)} objects, {_human(total)}")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    if args.source not in wiring.SOURCES:
+        raise CrossCloudError(f"SOURCE must be azure or s3, got {args.source!r}", code="invalid_source", status=400)
+    store = wiring.store_for(args.source, Settings())
+    with store.open(objects.validate_key(args.key)) as reader:
+        if args.output in (None, "-"):
+            for chunk in reader.iter_chunks():
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        else:
+            target = Path(args.output)
+            tmp = target.with_name(f".{target.name}.part")
+            with open(tmp, "wb") as fh:
+                for chunk in reader.iter_chunks():
+                    fh.write(chunk)
+            if tmp.stat().st_size != reader.info.size:
+                tmp.unlink()
+                raise CrossCloudError(f"short read: got fewer than {reader.info.size} bytes", code="short_read")
+            shutil.move(tmp, target)
+            print(f"wrote {target} ({_human(reader.info.size)})", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m crosscloud",
+        description="One Azure managed identity for Azure Blob Storage and AWS S3. Settings come "
+        "from the environment (see README: AZURE_STORAGE_CONTAINER_URL, AWS_ROLE_ARN, ...).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="combined listing of the container and the bucket")
+    p.add_argument("--source", default="all", choices=["all", "azure", "s3"], help="which cloud (default all)")
+    p.add_argument("--prefix", default="", help="only keys starting with this")
+    p.add_argument("--json", action="store_true", help="JSON like GET /api/objects, all pages in one")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("get", help="stream one object to a file or stdout")
+    p.add_argument("source", metavar="SOURCE", help="azure or s3")
+    p.add_argument("key", metavar="KEY", help="object key")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.set_defaults(handler=cmd_get)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except CrossCloudError as exc:
+        if getattr(args, "json", False):
+            json.dump({"error": {"code": exc.code, "message": exc.message}}, sys.stderr)
+            sys.stderr.write("\n")
+        else:
+            print(f"crosscloud: {exc.message}", file=sys.stderr)
+        return 2 if exc.status == 400 else 1
+    except KeyboardInterrupt:
+        return 130
