@@ -16,6 +16,7 @@ from pathlib import Path
 
 from crosscloud import listing, objects, wiring
 from crosscloud.errors import CrossCloudError
+from crosscloud.logs import guard_sdk_loggers
 from crosscloud.settings import Settings
 
 
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    guard_sdk_loggers()
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
