@@ -7,6 +7,7 @@ would fail too.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import boto3
 import botocore
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def issuer_key(devstack_env):
-    pem = open(devstack_env["DEVSTACK_ISSUER_KEY"], "rb").read()
+    pem = Path(devstack_env["DEVSTACK_ISSUER_KEY"]).read_bytes()
     return serialization.load_pem_private_key(pem, password=None)
 
 
