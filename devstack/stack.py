@@ -176,7 +176,8 @@ def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
                                 cwd=config.REPO_ROOT, env=env, start_new_session=True)
 
 
-def _stop(procs_pids: dict[str, int], timeout: float = 10) -> None:
+def _stop(procs_pids: dict[str, int], timeout: float = 3) -> None:
+    """SIGTERM each process group, then SIGKILL what is left (Azurite lingers ~9 s on keep-alives)."""
     for pid in procs_pids.values():
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)

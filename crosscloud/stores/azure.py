@@ -22,6 +22,7 @@ from azure.storage.blob import (
     BlobServiceClient,
     ContainerClient,
     ContentSettings,
+    ExponentialRetry,
     UserDelegationKey,
     generate_blob_sas,
 )
@@ -103,6 +104,8 @@ class AzureBlobStore(ObjectStore):
             container.account_url, credential=credential, connection_timeout=min(timeout, 10),
             read_timeout=timeout, max_single_get_size=CHUNK, max_chunk_get_size=CHUNK,
             max_single_put_size=8 * 1024 * 1024, max_block_size=8 * 1024 * 1024,
+            # Storage's default backoff starts at 15 s; an HTTP caller should hear back sooner.
+            retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3),
         )
         self._container: ContainerClient = self._service.get_container_client(container.container)
         self._delegation_key: UserDelegationKey | None = None

@@ -1,0 +1,62 @@
+"""In-memory ObjectStore for unit tests (never used against a cloud)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from crosscloud.errors import NotFound
+from crosscloud.stores.base import ObjectInfo, ObjectReader, ObjectStore, Page, PutOptions, PutResult
+
+EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+class MemoryStore(ObjectStore):
+    """Pages like a cloud: opaque tokens, fixed page size, sorted keys."""
+
+    def __init__(self, name: str, keys: dict[str, bytes] | None = None, page_size: int = 3):
+        self.name = name
+        self.max_page_size = page_size
+        self.objects = dict(keys or {})
+        self.list_calls = 0
+        self.fail_list = False
+
+    def list_pages(self, prefix: str = "", page_token: str | None = None,
+                   page_size: int | None = None) -> Iterator[Page]:
+        self.list_calls += 1
+        if self.fail_list:
+            raise RuntimeError(f"{self.name} is down")
+        keys = sorted((k for k in self.objects if k.startswith(prefix)), key=lambda k: k.encode())
+        start = int(page_token[4:]) if page_token else 0
+        size = min(page_size or self.max_page_size, self.max_page_size)
+        while start < len(keys):
+            chunk = keys[start:start + size]
+            start += size
+            yield Page([self._info(k) for k in chunk], f"tok-{start}" if start < len(keys) else None)
+
+    def _info(self, key: str) -> ObjectInfo:
+        return ObjectInfo(key, len(self.objects[key]), EPOCH, f"etag-{self.name}-{key}")
+
+    def stat(self, key: str) -> ObjectInfo:
+        if key not in self.objects:
+            raise NotFound(key)
+        return self._info(key)
+
+    def open(self, key: str) -> ObjectReader:
+        info = self.stat(key)
+        return ObjectReader(info, iter([self.objects[key]]))
+
+    def put(self, key: str, stream: BinaryIO, size: int, options: PutOptions) -> PutResult:
+        self.objects[key] = stream.read()
+        return PutResult(f"etag-{key}", None)
+
+    def link(self, key: str, ttl_seconds: int) -> str:
+        self.stat(key)
+        return f"memory://{self.name}/{key}?ttl={ttl_seconds}"
+
+
+def reader_of(data: bytes, chunk: int = 3) -> ObjectReader:
+    buf = io.BytesIO(data)
+    return ObjectReader(ObjectInfo("k", len(data), EPOCH, "e"), iter(lambda: buf.read(chunk), b""))
