@@ -8,7 +8,6 @@ token cache serves both and the identity endpoint is not asked twice for the sam
 from __future__ import annotations
 
 import threading
-
 from typing import Any
 
 from azure.core.credentials import AccessToken, TokenCredential

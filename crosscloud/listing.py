@@ -1,18 +1,18 @@
 """The combined listing: both clouds listed concurrently, merged by (key, source), paged.
 
-Each cloud is read from its cursor position up to `limit + 1` objects (one extra tells
-whether more follow), the two sorted runs are merged, the first `limit` returned, and the
-cursor records, per cloud, the position after the last object it contributed. Over an
+Each cloud is read from its cursor position a page at a time (the next page prefetched
+while the current one is merged), the sorted feeds are merged until `limit` objects are
+taken, and the cursor records, per cloud, the position after the last object it
+contributed, so no cloud is listed much further than the page needs. Over an
 unchanged data set every object is returned exactly once. A cloud that fails fails the
 whole request: a partial list is never passed off as complete.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
+from collections import deque
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,55 +80,76 @@ def parse_prefix(raw: str | None) -> str:
     return value
 
 
-def _run(store: ObjectStore, prefix: str, start: cursors.Position, want: int) -> list[Entry]:
-    """Up to `want` entries of one cloud from `start`, each with its resume position."""
+def _pages(store: ObjectStore, prefix: str, start: cursors.Position, page_size: int) -> Iterator[list[Entry]]:
+    """One cloud's entries from `start`, page by page, each entry with its resume position."""
     if start.done:
-        return []
-    entries: list[Entry] = []
+        return
     token, skip_through = start.token, start.after
-    page_size = min(store.max_page_size, max(want, 100))
-    for page in store.list_pages(prefix, token, page_size):
-        for info in page.items:
-            if skip_through is not None and info.key <= skip_through:
-                continue
-            entries.append(Entry(store.name, info, cursors.Position(token, info.key)))
-            if len(entries) >= want:
-                return entries
+    for page in store.list_pages(prefix, token, page_size, start_after=skip_through):
+        yield [Entry(store.name, info, cursors.Position(token, info.key)) for info in page.items
+               if skip_through is None or info.key > skip_through]
         token, skip_through = page.next_token, None
         if token is None:
-            break
-    return entries
+            return
+
+
+class _Feed:
+    """One cloud's sorted entries, fetched a page at a time with the next page prefetched."""
+
+    def __init__(self, pages: Iterator[list[Entry]], pool: ThreadPoolExecutor):
+        self._pages = pages
+        self._pool = pool
+        self._next: Future[list[Entry] | None] = pool.submit(next, pages, None)
+        self._buffer: deque[Entry] = deque()
+        self.exhausted = False
+
+    def peek(self) -> Entry | None:
+        while not self._buffer and not self.exhausted:
+            page = self._next.result()  # a failed cloud fails the whole page: re-raised here
+            if page is None:
+                self.exhausted = True
+            else:
+                self._next = self._pool.submit(next, self._pages, None)
+                self._buffer.extend(page)
+        return self._buffer[0] if self._buffer else None
+
+    def pop(self) -> Entry:
+        return self._buffer.popleft()
+
+
+def _order(entry: Entry) -> tuple[bytes, str]:
+    return entry.info.key.encode("utf-8"), entry.source
 
 
 def list_objects(stores: Mapping[str, ObjectStore], *, source: str = "all", prefix: str = "",
-                 limit: int = DEFAULT_LIMIT, cursor: str | None = None,
-                 pool: ThreadPoolExecutor | None = None) -> ListingPage:
+                 limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> ListingPage:
     """One page of the combined listing. `stores` holds the store of each selected source."""
     names = tuple(stores)
     if cursor:
         positions = cursors.decode(cursor, source=source, prefix=prefix, sources=names).positions
     else:
         positions = {name: cursors.Position() for name in names}
-    own_pool = pool is None
-    pool = pool or ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="listing")
+    # Two pool threads per cloud: one fetching, one prefetching the page after it.
+    pool = ThreadPoolExecutor(max_workers=2 * len(names), thread_name_prefix="listing")
     try:
-        futures = {name: pool.submit(_run, stores[name], prefix, positions[name], limit + 1)
-                   for name in names}
-        runs = {name: future.result() for name, future in futures.items()}  # re-raises a failure
+        feeds = {name: _Feed(_pages(stores[name], prefix, positions[name], stores[name].max_page_size), pool)
+                 for name in names}
+        items: list[Entry] = []
+        while len(items) < limit:
+            heads = [(feed_entry, name) for name, feed in feeds.items() if (feed_entry := feed.peek())]
+            if not heads:
+                break
+            _, name = min(heads, key=lambda h: _order(h[0]))
+            items.append(feeds[name].pop())
+        next_positions = dict(positions)
+        for name, feed in feeds.items():
+            taken = [e for e in items if e.source == name]
+            if taken:
+                next_positions[name] = taken[-1].resume
+            if feed.peek() is None:
+                next_positions[name] = cursors.Position(done=True)
     finally:
-        if own_pool:
-            pool.shutdown(wait=False, cancel_futures=True)
-    merged: Iterator[Entry] = heapq.merge(
-        *runs.values(), key=lambda e: (e.info.key.encode("utf-8"), e.source))
-    page = list(itertools.islice(merged, limit))
-    next_positions = dict(positions)
-    for name, run in runs.items():
-        taken = [e for e in page if e.source == name]
-        if taken:
-            next_positions[name] = taken[-1].resume
-        if len(taken) == len(run) and len(run) <= limit:
-            # Everything this cloud had from its position was returned and it has no more.
-            next_positions[name] = cursors.Position(done=True)
+        pool.shutdown(wait=False, cancel_futures=True)
     more = any(not p.done for p in next_positions.values())
     next_cursor = cursors.encode(cursors.Cursor(source, prefix, next_positions)) if more else None
-    return ListingPage(page, next_cursor)
+    return ListingPage(items, next_cursor)

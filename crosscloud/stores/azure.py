@@ -115,7 +115,7 @@ class AzureBlobStore(ObjectStore):
         return f"Azure container {self._location.url}"
 
     def list_pages(self, prefix: str = "", page_token: str | None = None,
-                   page_size: int | None = None) -> Iterator[Page]:
+                   page_size: int | None = None, start_after: str | None = None) -> Iterator[Page]:
         pager = self._container.list_blobs(
             name_starts_with=prefix or None, include=["metadata"],
             results_per_page=min(page_size or self.max_page_size, self.max_page_size),

@@ -45,6 +45,14 @@ class PutOptions:
     part_size: int = 16 * 1024 * 1024
     concurrency: int = 4
     multipart_threshold: int = 16 * 1024 * 1024
+    # Conditional write (single-request puts only): create only if absent / only if the
+    # current ETag (unquoted) is this one; a lost race raises `PreconditionFailed`.
+    if_none_match: bool = False
+    if_match: str | None = None
+    # Base64 SHA-256 of each `part_size` slice of the bytes the stream yielded, called once
+    # the stream is exhausted. Stores that can have the service verify them do, and refuse
+    # to make the object visible on a mismatch (`IntegrityError`).
+    part_sha256: Callable[[], list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,8 +108,12 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def list_pages(self, prefix: str = "", page_token: str | None = None,
-                   page_size: int | None = None) -> Iterator[Page]:
-        """Pages of objects under `prefix` in key order, starting at `page_token`."""
+                   page_size: int | None = None, start_after: str | None = None) -> Iterator[Page]:
+        """Pages of objects under `prefix` in key order, starting at `page_token`.
+
+        `start_after` is a hint: a store that can start listing after a key (S3) may do so
+        instead of using `page_token`; callers still skip keys up to it themselves.
+        """
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         for page in self.list_pages(prefix):
@@ -122,6 +134,16 @@ class ObjectStore(ABC):
     @abstractmethod
     def link(self, key: str, ttl_seconds: int) -> str:
         """A short-lived read-only URL for one object."""
+
+    supports_conditional_put = False  # honours PutOptions.if_none_match / if_match
+
+    def cleanup(self, prefix: str) -> int:
+        """Discard leftovers of interrupted writes under `prefix`; returns how many.
+
+        Nothing to do by default (Azure drops uncommitted blocks by itself); S3 aborts
+        incomplete multipart uploads, which are invisible but billed until aborted.
+        """
+        return 0
 
     def describe(self) -> str:
         return self.name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import boto3
@@ -17,7 +17,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from crosscloud.errors import CrossCloudError, NotFound, UpstreamError
+from crosscloud.errors import CrossCloudError, IntegrityError, NotFound, PreconditionFailed, UpstreamError
 from crosscloud.federation import client_config
 from crosscloud.stores.base import ObjectInfo, ObjectReader, ObjectStore, Page, PutOptions, PutResult
 
@@ -42,6 +42,9 @@ def s3_errors(action: str, bucket: str, role_arn: str, key: str | None = None) -
         if code == "NoSuchBucket":
             raise UpstreamError(f"S3 bucket {bucket} does not exist (S3_BUCKET / BACKUP_S3_BUCKET)",
                                 code="s3_no_such_bucket") from None
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
+            raise PreconditionFailed(f"S3 {action} of {key!r} in {bucket}: the object exists or changed "
+                                     f"meanwhile ({code or status})") from None
         if code in ("AccessDenied", "Forbidden") or status == 403:
             raise UpstreamError(f"S3 refused {action} on {bucket}{'/' + key if key else ''}: the "
                                 f"role {role_arn} is not allowed to", code="s3_forbidden") from None
@@ -63,11 +66,16 @@ def _etag(value: str) -> str:
 class S3Store(ObjectStore):
     name = "s3"
     max_page_size = 1000
+    supports_conditional_put = True
 
     def __init__(self, session: boto3.Session, bucket: str, *, role_arn: str, timeout: float = 30):
         self.bucket = bucket
         self.role_arn = role_arn
         self.client = session.client("s3", config=client_config(timeout=timeout))
+        # key -> expected per-part SHA-256s of an upload in flight (see `_check_parts`)
+        self._part_checks: dict[str, Callable[[], list[str]]] = {}
+        self.client.meta.events.register("before-parameter-build.s3.CompleteMultipartUpload",
+                                         self._check_parts)
 
     def describe(self) -> str:
         return f"S3 bucket {self.bucket} (role {self.role_arn})"
@@ -76,10 +84,12 @@ class S3Store(ObjectStore):
         return s3_errors(action, self.bucket, self.role_arn, key)
 
     def list_pages(self, prefix: str = "", page_token: str | None = None,
-                   page_size: int | None = None) -> Iterator[Page]:
+                   page_size: int | None = None, start_after: str | None = None) -> Iterator[Page]:
         params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix,
                                   "PaginationConfig": {"PageSize": min(page_size or 1000, 1000)}}
-        if page_token:
+        if start_after:  # exact resume, without re-reading the page the key was on
+            params["StartAfter"] = start_after
+        elif page_token:
             params["ContinuationToken"] = page_token
         pages = iter(self.client.get_paginator("list_objects_v2").paginate(**params))
         while True:
@@ -127,13 +137,72 @@ class S3Store(ObjectStore):
         extra: dict[str, Any] = {"Metadata": options.metadata, "ChecksumAlgorithm": "SHA256"}
         if options.content_type:
             extra["ContentType"] = options.content_type
+        if size < options.multipart_threshold:
+            return self._put_single(key, stream, size, extra, options)
+        if options.if_none_match or options.if_match:
+            raise ValueError("conditional puts are single-request only (below multipart_threshold)")
+        # s3transfer reads a non-seekable stream part by part; at most `concurrency` parts
+        # wait in memory (its default is 10), so memory stays ~ (concurrency + 1) * part_size.
         config = TransferConfig(multipart_threshold=options.multipart_threshold,
                                 multipart_chunksize=options.part_size,
-                                max_concurrency=options.concurrency, use_threads=options.concurrency > 1)
-        with self._errors("write", key):
-            self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra, Config=config)
-            head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+                                max_concurrency=options.concurrency, use_threads=options.concurrency > 1,
+                                max_in_memory_upload_chunks=max(1, options.concurrency))
+        if options.part_sha256 is not None:
+            self._part_checks[key] = options.part_sha256
+        try:
+            with self._errors("write", key):
+                self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra, Config=config)
+                head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        finally:
+            self._part_checks.pop(key, None)
         return PutResult(_etag(head.get("ETag", "")), head.get("ChecksumSHA256"))
+
+    def _put_single(self, key: str, stream: BinaryIO, size: int, extra: dict[str, Any],
+                    options: PutOptions) -> PutResult:
+        """One PutObject (what s3transfer does below the threshold), without the HEAD after it."""
+        body = stream.read()  # to the end, so a verifying stream sees its EOF
+        if len(body) != size:
+            raise IntegrityError(f"read {len(body)} bytes for {key!r}, expected {size}")
+        if options.part_sha256 is not None:
+            # S3 recomputes it from the body and refuses the PUT on a mismatch (BadDigest).
+            extra["ChecksumSHA256"] = options.part_sha256()[0]
+            del extra["ChecksumAlgorithm"]
+        if options.if_none_match:
+            extra["IfNoneMatch"] = "*"
+        if options.if_match:
+            extra["IfMatch"] = f'"{options.if_match}"'
+        with self._errors("write", key):
+            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+        return PutResult(_etag(response.get("ETag", "")), response.get("ChecksumSHA256"))
+
+    def _check_parts(self, params: dict[str, Any], **_: Any) -> None:
+        """Before CompleteMultipartUpload: each part's SHA-256 as S3 got it must equal the
+        caller's digest of the bytes it read, else the upload is aborted, never made visible."""
+        expected = self._part_checks.get(params.get("Key", ""))
+        if expected is None:
+            return
+        parts = sorted(params.get("MultipartUpload", {}).get("Parts", []), key=lambda p: p["PartNumber"])
+        reported = [p.get("ChecksumSHA256") for p in parts]
+        ours = expected()
+        if reported != ours:
+            bad = next((i + 1 for i, (a, b) in enumerate(zip(reported, ours, strict=False)) if a != b),
+                       min(len(reported), len(ours)) + 1)
+            raise IntegrityError(f"part {bad} of {params.get('Key')!r} differs from the bytes read "
+                                 f"({len(reported)} parts uploaded, {len(ours)} read); upload aborted")
+
+    def cleanup(self, prefix: str) -> int:
+        """Abort incomplete multipart uploads under `prefix` (left by a killed run)."""
+        aborted = 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        with self._errors("list incomplete uploads"):
+            pages = list(paginator.paginate(Bucket=self.bucket, Prefix=prefix))
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                with contextlib.suppress(NotFound), self._errors("abort incomplete upload", upload["Key"]):
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                       UploadId=upload["UploadId"])
+                    aborted += 1
+        return aborted
 
     def link(self, key: str, ttl_seconds: int) -> str:
         self.stat(key)  # 404 for a missing object rather than a link that fails later

@@ -10,7 +10,7 @@ from typing import BinaryIO
 from crosscloud.errors import NotFound
 from crosscloud.stores.base import ObjectInfo, ObjectReader, ObjectStore, Page, PutOptions, PutResult
 
-EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 class MemoryStore(ObjectStore):
@@ -24,7 +24,7 @@ class MemoryStore(ObjectStore):
         self.fail_list = False
 
     def list_pages(self, prefix: str = "", page_token: str | None = None,
-                   page_size: int | None = None) -> Iterator[Page]:
+                   page_size: int | None = None, start_after: str | None = None) -> Iterator[Page]:
         self.list_calls += 1
         if self.fail_list:
             raise RuntimeError(f"{self.name} is down")
