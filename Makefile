@@ -7,11 +7,11 @@ STAMP := $(VENV)/.installed
 AZURITE_VERSION := 3.37.0
 AZURITE := .tools/node/node_modules/.bin/azurite-blob
 
-.PHONY: help tools up down serve demo test test-unit lint bench clean
+.PHONY: help tools up down serve demo test test-unit lint checkov bench clean
 
 help:
 	@echo "make demo   - local cloud up, seed both clouds, backup, combined listing, down"
-	@echo "make test   - lint + unit + integration (devstack) + end-to-end tests"
+	@echo "make test   - lint, checkov (infra), unit + integration (devstack) + end-to-end tests"
 	@echo "make up | down | serve | lint | bench | tools"
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -39,10 +39,13 @@ serve: tools
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+checkov:
+	PYTHON=$(PYTHON) scripts/checkov.sh
+
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
-test: tools lint
+test: tools lint checkov
 	$(PY) -m pytest -q
 
 demo: tools
