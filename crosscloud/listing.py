@@ -11,7 +11,7 @@ whole request: a partial list is never passed off as complete.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -80,41 +80,76 @@ def parse_prefix(raw: str | None) -> str:
     return value
 
 
-def _pages(store: ObjectStore, prefix: str, start: cursors.Position, page_size: int) -> Iterator[list[Entry]]:
-    """One cloud's entries from `start`, page by page, each entry with its resume position."""
+# Pages of this size keep what a resumed listing reads twice (the rest of a partly
+# returned page) small, at a small cost in round trips (measured in docs/benchmarks.md).
+FEED_PAGE_SIZE = 1000
+
+
+def _pages(store: ObjectStore, prefix: str, start: cursors.Position,
+           page_size: int) -> Iterator[tuple[list[Entry], bool]]:
+    """One cloud's entries from `start`, page by page, with whether more pages follow."""
     if start.done:
         return
     token, skip_through = start.token, start.after
     for page in store.list_pages(prefix, token, page_size, start_after=skip_through):
-        yield [Entry(store.name, info, cursors.Position(token, info.key)) for info in page.items
-               if skip_through is None or info.key > skip_through]
+        entries = [Entry(store.name, info, cursors.Position(token, info.key)) for info in page.items
+                   if skip_through is None or info.key > skip_through]
+        yield entries, page.next_token is not None
         token, skip_through = page.next_token, None
         if token is None:
             return
 
 
 class _Feed:
-    """One cloud's sorted entries, fetched a page at a time with the next page prefetched."""
+    """One cloud's sorted entries, fetched a page at a time, the next page prefetched.
 
-    def __init__(self, pages: Iterator[list[Entry]], pool: ThreadPoolExecutor):
+    A page is prefetched only when it can be needed soon: this cloud's buffer ends at or
+    before every other cloud's (so the merge drains it first) and what is buffered cannot
+    fill the rest of the response (`wanted()`). Reading pages that are never returned
+    costs the other cloud's requests time and CPU.
+    """
+
+    def __init__(self, pages: Iterator[tuple[list[Entry], bool]], pool: ThreadPoolExecutor,
+                 wanted: Callable[[], int], lagging: Callable[[_Feed], bool]):
         self._pages = pages
         self._pool = pool
-        self._next: Future[list[Entry] | None] = pool.submit(next, pages, None)
+        self._wanted = wanted
+        self._lagging = lagging
+        self._next: Future[tuple[list[Entry], bool] | None] | None = pool.submit(next, pages, None)
         self._buffer: deque[Entry] = deque()
+        self._more_pages = True
         self.exhausted = False
+
+    def frontier(self) -> tuple[bytes, str] | None:
+        """The order of the last buffered entry (None: nothing buffered)."""
+        return _order(self._buffer[-1]) if self._buffer else None
 
     def peek(self) -> Entry | None:
         while not self._buffer and not self.exhausted:
-            page = self._next.result()  # a failed cloud fails the whole page: re-raised here
-            if page is None:
+            if self._next is None:
+                self._next = self._pool.submit(next, self._pages, None)
+            fetched = self._next.result()  # a failed cloud fails the whole page: re-raised here
+            self._next = None
+            if fetched is None:
                 self.exhausted = True
             else:
-                self._next = self._pool.submit(next, self._pages, None)
-                self._buffer.extend(page)
+                entries, self._more_pages = fetched
+                self._buffer.extend(entries)
+                self.exhausted = not self._more_pages and not entries
+        if (self._next is None and self._more_pages and not self.exhausted
+                and len(self._buffer) < self._wanted() and self._lagging(self)):
+            self._next = self._pool.submit(next, self._pages, None)
         return self._buffer[0] if self._buffer else None
 
     def pop(self) -> Entry:
-        return self._buffer.popleft()
+        entry = self._buffer.popleft()
+        if not self._buffer and not self._more_pages:
+            self.exhausted = True
+        return entry
+
+    def known_done(self) -> bool:
+        """Nothing left, known without waiting for a page that is still being fetched."""
+        return self.exhausted or (not self._buffer and not self._more_pages)
 
 
 def _order(entry: Entry) -> tuple[bytes, str]:
@@ -132,9 +167,19 @@ def list_objects(stores: Mapping[str, ObjectStore], *, source: str = "all", pref
     # Two pool threads per cloud: one fetching, one prefetching the page after it.
     pool = ThreadPoolExecutor(max_workers=2 * len(names), thread_name_prefix="listing")
     try:
-        feeds = {name: _Feed(_pages(stores[name], prefix, positions[name], stores[name].max_page_size), pool)
-                 for name in names}
         items: list[Entry] = []
+        feeds: dict[str, _Feed] = {}
+
+        def lagging(feed: _Feed) -> bool:
+            """True when the merge will drain `feed` before the others (unknown: not yet)."""
+            mine = feed.frontier()
+            others = [f.frontier() for f in feeds.values() if f is not feed and not f.exhausted]
+            return mine is not None and all(other is not None and mine <= other for other in others)
+
+        for name in names:
+            feeds[name] = _Feed(_pages(stores[name], prefix, positions[name],
+                                       min(FEED_PAGE_SIZE, stores[name].max_page_size)), pool,
+                                wanted=lambda: limit - len(items), lagging=lagging)
         while len(items) < limit:
             heads = [(feed_entry, name) for name, feed in feeds.items() if (feed_entry := feed.peek())]
             if not heads:
@@ -146,7 +191,7 @@ def list_objects(stores: Mapping[str, ObjectStore], *, source: str = "all", pref
             taken = [e for e in items if e.source == name]
             if taken:
                 next_positions[name] = taken[-1].resume
-            if feed.peek() is None:
+            if feed.known_done():
                 next_positions[name] = cursors.Position(done=True)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
