@@ -31,7 +31,7 @@ from azure.storage.blob import (
     generate_blob_sas,
 )
 from azure.storage.blob._list_blobs_helper import IgnoreListBlobsDeserializer
-from azure.storage.blob._shared.response_handlers import return_raw_deserialized
+from azure.storage.blob._shared.response_handlers import process_storage_error, return_raw_deserialized
 
 from crosscloud.errors import CrossCloudError, IdentityError, NotFound, UpstreamError
 from crosscloud.settings import ContainerUrl
@@ -58,24 +58,26 @@ def azure_errors(action: str, who: str, key: str | None = None) -> Iterator[None
     except CrossCloudError:
         raise
     except ResourceNotFoundError as exc:
-        if exc.error_code == "ContainerNotFound":
+        if getattr(exc, "error_code", None) == "ContainerNotFound":
             raise UpstreamError(f"Azure {action} failed: {PERMISSION_HINTS['ContainerNotFound']}",
                                 code="azure_container_not_found") from None
         raise NotFound(f"no Azure blob named {key!r}" if key else f"Azure {action}: not found") from None
     except ClientAuthenticationError as exc:
-        hint = PERMISSION_HINTS.get(str(exc.error_code or ""))
+        hint = PERMISSION_HINTS.get(str(getattr(exc, "error_code", "") or ""))
         if isinstance(exc, HttpResponseError) and exc.status_code in (401, 403):
-            message = hint.format(who=who) if hint else f"access denied ({exc.error_code})"
+            message = hint.format(who=who) if hint else f"access denied ({getattr(exc, 'error_code', None)})"
             raise UpstreamError(f"Azure {action} refused: {message}", code="azure_forbidden") from None
         raise IdentityError(f"Azure {action}: {who} could not authenticate: "
                             f"{str(exc).splitlines()[0][:300]}") from None
     except HttpResponseError as exc:
         if exc.status_code in (401, 403):
-            hint = PERMISSION_HINTS.get(str(exc.error_code or ""), "access denied ({code})")
-            raise UpstreamError(f"Azure {action} refused: {hint.format(who=who, code=exc.error_code)}",
+            hint = PERMISSION_HINTS.get(str(getattr(exc, "error_code", "") or ""), "access denied ({code})")
+            code = getattr(exc, "error_code", None)
+            raise UpstreamError(f"Azure {action} refused: {hint.format(who=who, code=code)}",
                                 code="azure_forbidden") from None
         retry = exc.status_code in (408, 429, 500, 502, 503, 504)
-        raise UpstreamError(f"Azure {action} failed with HTTP {exc.status_code} ({exc.error_code})",
+        raise UpstreamError(f"Azure {action} failed with HTTP {exc.status_code} "
+                            f"({getattr(exc, 'error_code', None)})",
                             code="azure_error", status=503 if retry else 502,
                             retry_after=5 if retry else None) from None
     except (ServiceRequestError, ServiceResponseError) as exc:
@@ -161,9 +163,12 @@ class AzureBlobStore(ObjectStore):
         size = min(page_size or self.max_page_size, self.max_page_size)
         while True:
             with azure_errors("list", self._who):
-                _, xml = self._lister.container.list_blob_flat_segment(
-                    prefix=prefix or None, marker=marker, maxresults=size, include=["metadata"],
-                    cls=return_raw_deserialized, **extra)
+                try:
+                    _, xml = self._lister.container.list_blob_flat_segment(
+                        prefix=prefix or None, marker=marker, maxresults=size, include=["metadata"],
+                        cls=return_raw_deserialized, **extra)
+                except HttpResponseError as error:
+                    process_storage_error(error)  # the SDK's own mapping: error codes, exception types
             blobs = xml.find("Blobs")
             items = [_info_from_xml(blob) for blob in (blobs if blobs is not None else [])]
             marker = xml.findtext("NextMarker") or None
