@@ -12,6 +12,11 @@ to us and are closed here by wrapping two moto entry points:
    the way STS does: registered OIDC provider for `iss`, `aud` in its client-ID list,
    RS256 signature against the issuer's JWKS, expiry, the role's existence and its trust
    policy conditions (`crosscloud.trust_policy`), answering with AWS's error codes.
+
+Known gap, left as moto has it: conditions in *identity* policies are not evaluated
+(moto checks StringEquals only, without request context), so the backup role's
+`s3:prefix` condition on ListBucket is not enforced locally. Writes are still confined to
+the backup prefix by the policies' Resource ARNs, which moto does enforce.
 """
 
 from __future__ import annotations
