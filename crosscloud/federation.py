@@ -88,7 +88,7 @@ def explain_sts_error(code: str, message: str, role_arn: str, audience: str) -> 
     if code == "ExpiredTokenException":
         return "the Entra token had expired when STS checked it; check the host clock and retry", True
     if code == "AccessDenied":
-        return (f"not allowed to assume {role_arn} (AWS_ROLE_ARN): the role is missing, or its trust "
+        return (f"not allowed to assume {role_arn}: the role is missing, or its trust "
                 "policy's Federated principal or its aud/sub conditions do not admit this identity "
                 "(run `python -m crosscloud doctor`)", False)
     if code in ("Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable"):
@@ -137,12 +137,12 @@ def refreshable_credentials(
         cache=cache,
     )
     return DeferredRefreshableCredentials(
-        refresh_using=_explaining(fetcher.fetch_credentials, target),
+        refresh_using=explaining(fetcher.fetch_credentials, target),
         method=FederatedCredentialProvider.METHOD,
     )
 
 
-def _explaining(fetch: Callable[[], dict[str, Any]], target: FederationTarget) -> Callable[[], dict[str, Any]]:
+def explaining(fetch: Callable[[], dict[str, Any]], target: FederationTarget) -> Callable[[], dict[str, Any]]:
     """Wrap the fetch so an STS refusal surfaces as a FederationError with cause and fix."""
 
     def fetch_credentials() -> dict[str, Any]:

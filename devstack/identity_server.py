@@ -107,7 +107,10 @@ class IdentityService:
         self.public_url = public_url.rstrip("/")
         self.ttl = ttl
         self.known_resources = {config.STORAGE_RESOURCE, config.AUDIENCE,
-                                f"https://{config.AZURE_ACCOUNT}.blob.core.windows.net"}
+                                f"https://{config.AZURE_ACCOUNT}.blob.core.windows.net",
+                                # An API Entra knows but AWS does not trust (not in the OIDC
+                                # provider's client-ID list): the doctor's wrong-audience test.
+                                f"api://{config.TENANT_ID}/other-app"}
         self.counters: Counter[str] = Counter()
         self.lock = threading.Lock()
 
