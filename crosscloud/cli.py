@@ -89,6 +89,58 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from crosscloud import diagnostics
+
+    _quiet_identity_warnings()  # the report explains token failures; no duplicate SDK warnings
+    policy = diagnostics.load_trust_policy(args.trust_policy) if args.trust_policy else None
+    report = diagnostics.run(Settings(), trust_policy=policy, trust_policy_source=args.trust_policy)
+    if args.json:
+        json.dump(report.as_json(), sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(diagnostics.render_text(report))
+    return 0 if report.ok else 1
+
+
+def cmd_credential_process(args: argparse.Namespace) -> int:
+    from crosscloud import credential_process
+
+    _quiet_identity_warnings()  # stderr must be one clear line for the AWS CLI to show
+    document = credential_process.run(role_arn=args.role_arn, audience=args.audience, client_id=args.client_id,
+                                      region=args.region, system_assigned=args.system_assigned)
+    json.dump(document, sys.stdout)  # the credential_process protocol: the one place credentials are printed
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    import logging
+
+    from crosscloud import backup
+    from crosscloud.backup_report import ProgressBar, summary
+
+    logging.getLogger(backup.REPORT_LOGGER).setLevel(logging.CRITICAL)  # printed below instead
+    bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    try:
+        report = backup.run_configured(dry_run=args.dry_run, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        json.dump(report.as_json(), sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(summary(report))
+    return 0 if report.ok else 1
+
+
+def _quiet_identity_warnings() -> None:
+    import logging
+
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m crosscloud",
@@ -107,6 +159,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key", metavar="KEY", help="object key")
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p.set_defaults(handler=cmd_get)
+
+    p = sub.add_parser("doctor", help="check identity, Azure access and the Entra-to-AWS trust; name each fix")
+    p.add_argument("--json", action="store_true", help="stable JSON report (schema crosscloud.doctor/1)")
+    p.add_argument("--trust-policy", metavar="FILE", help="the role's trust policy (policy JSON or `aws iam "
+                   "get-role` output), evaluated offline against the token's claims")
+    p.set_defaults(handler=cmd_doctor)
+
+    p = sub.add_parser("credential-process", help="AWS credential_process JSON for the role, cached per user")
+    p.add_argument("--role-arn", help="role to assume (default AWS_ROLE_ARN)")
+    p.add_argument("--audience", help="App ID URI of the token (default AWS_WEB_IDENTITY_AUDIENCE)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--client-id", help="user-assigned identity's client ID (default AZURE_CLIENT_ID)")
+    who.add_argument("--system-assigned", action="store_true", help="use the system-assigned identity")
+    p.add_argument("--region", help="region for STS (default AWS_REGION)")
+    p.set_defaults(handler=cmd_credential_process)
+
+    p = sub.add_parser("backup", help="copy new and changed blobs to the backup S3 prefix (exit 1 if any "
+                       "failed or the run is incomplete)")
+    p.add_argument("--dry-run", action="store_true", help="report what would be copied; write nothing")
+    p.add_argument("--json", action="store_true", help="the report as JSON (as POST /api/backup returns it)")
+    p.set_defaults(handler=cmd_backup)
 
     return parser
 

@@ -69,3 +69,17 @@ class FederationError(UpstreamError):
 
     code = "federation_error"
     status = 502
+
+
+class PreconditionFailed(CrossCloudError):
+    """A conditional write lost: the object exists (if-none-match) or changed (if-match)."""
+
+    code = "precondition_failed"
+    status = 412
+
+
+class IntegrityError(CrossCloudError):
+    """Bytes read or written do not match their size or checksum; nothing was accepted."""
+
+    code = "integrity_error"
+    status = 502

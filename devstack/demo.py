@@ -71,6 +71,10 @@ def main() -> int:
                 time.sleep(0.1)
         step("one managed identity, both clouds: the combined listing (python -m crosscloud list)")
         run("crosscloud", "list")
+        step("backup: Azure container -> S3 prefix backup/, same identity (python -m crosscloud backup)")
+        run("crosscloud", "backup")
+        step("the backup prefix in S3 (python -m crosscloud list --source s3 --prefix backup/)")
+        run("crosscloud", "list", "--source", "s3", "--prefix", "backup/")
         stats = requests.get(values["DEVSTACK_STATS_URL"], timeout=5).json()
         print(f"identity endpoint tokens: storage={stats.get('token:' + config.STORAGE_RESOURCE, 0)}, "
               f"AWS audience={stats.get('token:' + config.AUDIENCE, 0)}; "

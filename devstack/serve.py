@@ -110,7 +110,7 @@ class Host:
             if target is None:
                 return 404, {}, b"", "admin"
             fn, param = target
-            fn(**{param: func.TimerRequest(past_due=False)})
+            fn(**{param: func.timer.TimerRequest(past_due=False)})  # the concrete class; func.TimerRequest is abstract
             return 202, {}, b"", admin.group(1)
         for function in self.http:
             match = function.pattern.fullmatch(path)

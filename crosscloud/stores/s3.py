@@ -145,8 +145,8 @@ class S3Store(ObjectStore):
         # wait in memory (its default is 10), so memory stays ~ (concurrency + 1) * part_size.
         config = TransferConfig(multipart_threshold=options.multipart_threshold,
                                 multipart_chunksize=options.part_size,
-                                max_concurrency=options.concurrency, use_threads=options.concurrency > 1,
-                                max_in_memory_upload_chunks=max(1, options.concurrency))
+                                max_concurrency=options.concurrency, use_threads=options.concurrency > 1)
+        config.max_in_memory_upload_chunks = max(1, options.concurrency)  # s3transfer's, not in boto3's init
         if options.part_sha256 is not None:
             self._part_checks[key] = options.part_sha256
         try:

@@ -24,12 +24,6 @@
         "s3:ListMultipartUploadParts"
       ],
       "Resource": "arn:aws:s3:::${bucket}/${prefix}*"
-    },
-    {
-      "Sid": "ReleaseTheRunLease",
-      "Effect": "Allow",
-      "Action": "s3:DeleteObject",
-      "Resource": "arn:aws:s3:::${bucket}/${prefix}.crosscloud/*"
     }
   ]
 }

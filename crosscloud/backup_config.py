@@ -1,0 +1,82 @@
+"""Backup tuning from the app settings, and the memory budget the copies share."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from crosscloud.errors import SettingError
+from crosscloud.settings import Settings
+
+MIB = 1024 * 1024
+MAX_PARTS = 10_000  # S3's limit on parts per multipart upload
+RESERVED = ".crosscloud/"  # under the destination prefix: the lease and the index, never source data
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    prefix: str = "backup/"  # destination prefix; a source key K is copied to prefix + K
+    source_prefix: str = ""  # only source keys under this (default: the whole container)
+    part_size: int = 16 * MIB  # also the single-request threshold
+    concurrency: int = 8  # objects copied at once
+    part_concurrency: int = 4  # parts of one object uploaded at once
+    checkers: int = 16  # destination HEADs at once
+    memory_budget: int = 256 * MIB  # bytes buffered by all copies together (one copy may exceed)
+    time_budget_s: float = 1500  # under host.json's functionTimeout of 30 min
+    lease_ttl_s: float = 300
+    attempts: int = 3
+    retry_base_s: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BackupConfig:
+        part_mb = settings.int_setting("BACKUP_PART_SIZE_MB", 16, minimum=5)
+        if part_mb > 5120:
+            raise SettingError("app setting BACKUP_PART_SIZE_MB must be at most 5120 (S3's part limit)")
+        return cls(
+            prefix=settings.backup_prefix,
+            source_prefix=_source_prefix(settings),
+            part_size=part_mb * MIB,
+            concurrency=settings.int_setting("BACKUP_CONCURRENCY", 8),
+            part_concurrency=settings.int_setting("BACKUP_PART_CONCURRENCY", 4),
+            checkers=settings.int_setting("BACKUP_CHECKERS", 16),
+            memory_budget=settings.int_setting("BACKUP_MEMORY_MB", 256, minimum=16) * MIB,
+            time_budget_s=settings.int_setting("BACKUP_TIME_BUDGET_SECONDS", 1500),
+            lease_ttl_s=settings.int_setting("BACKUP_LEASE_SECONDS", 300, minimum=2),
+        )
+
+    def part_size_for(self, size: int) -> int:
+        """The configured part size, raised (in whole MiB) where 10,000 parts would not do."""
+        return max(self.part_size, math.ceil(size / MAX_PARTS / MIB) * MIB)
+
+
+def _source_prefix(settings: Settings) -> str:
+    """BACKUP_SOURCE_PREFIX: back up only part of the container (default: all of it)."""
+    value = settings._get("BACKUP_SOURCE_PREFIX", "")
+    if value.startswith("/") or value.startswith(RESERVED):
+        raise SettingError("app setting BACKUP_SOURCE_PREFIX is malformed: expected a blob name prefix "
+                           "like reports/ (no leading slash), or leave it unset for the whole container")
+    return value
+
+
+class MemoryBudget:
+    """Bytes that copies may buffer at once; a copy larger than the budget runs alone."""
+
+    def __init__(self, limit: int):
+        self._limit = limit
+        self._used = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, amount: int) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: self._used == 0 or self._used + amount <= self._limit)
+            self._used += amount
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= amount
+                self._cond.notify_all()
