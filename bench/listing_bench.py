@@ -25,7 +25,7 @@ from bench.stack import local_cloud
 
 PREFIX = "bench-list/"
 PER_CLOUD = 5000
-ROUNDS = 5
+ROUNDS = 7
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,15 +47,6 @@ def seed(env: dict[str, str]) -> None:
             list(pool.map(lambda k: container.upload_blob(k, b"a" * 64, overwrite=True), keys))
         if have_s3 < PER_CLOUD:
             list(pool.map(lambda k: s3.put_object(Bucket=env["S3_BUCKET"], Key=k, Body=b"s" * 64), keys))
-
-
-def _median(fn) -> tuple[float, int]:  # noqa: ANN001
-    times, count = [], 0
-    for _ in range(ROUNDS):
-        started = time.perf_counter()
-        count = fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), count
 
 
 def measure_speed() -> dict[str, float]:
@@ -81,12 +72,24 @@ def measure_speed() -> dict[str, float]:
             if not cursor:
                 return count
 
+    def raw_both() -> int:
+        with ThreadPoolExecutor(2) as pool:
+            return sum(pool.map(lambda fn: fn(), (raw_azure, raw_s3)))
+
     raw_s3(), raw_azure(), ours()  # warm: tokens, STS, connection pools
-    t_azure, n_azure = _median(raw_azure)
-    t_s3, n_s3 = _median(raw_s3)
-    t_ours, n_ours = _median(ours)
-    assert n_ours == n_azure + n_s3 == 2 * PER_CLOUD, (n_ours, n_azure, n_s3)
-    return {"azure": t_azure, "s3": t_s3, "ours": t_ours, "ratio": t_ours / max(t_azure, t_s3)}
+    runs: dict[str, list[float]] = {"azure": [], "s3": [], "both": [], "ours": []}
+    for _ in range(ROUNDS):  # interleaved, so drift on a shared machine hits all alike
+        for name, fn in (("azure", raw_azure), ("s3", raw_s3), ("both", raw_both), ("ours", ours)):
+            started = time.perf_counter()
+            count = fn()
+            runs[name].append(time.perf_counter() - started)
+            assert count == (2 if name in ("both", "ours") else 1) * PER_CLOUD, (name, count)
+    per_round = [o / max(a, s) for a, s, o in zip(runs["azure"], runs["s3"], runs["ours"], strict=True)]
+    result = {name: statistics.median(times) for name, times in runs.items()}
+    result["ratio"] = result["ours"] / max(result["azure"], result["s3"])
+    result["ratio_both"] = result["ours"] / result["both"]
+    result["ratio_min"], result["ratio_max"] = min(per_round), max(per_round)
+    return result
 
 
 STS_PROBE = """
@@ -109,22 +112,25 @@ import json, resource, sys, tracemalloc, azure.functions as func
 from devstack import envfile
 envfile.apply()
 from blueprints.objects import list_objects
-tracemalloc.start()
+traced = sys.argv[2] == "traced"
+if traced:
+    tracemalloc.start()
 def call(**params):
     return json.loads(list_objects(func.HttpRequest("GET", "http://localhost/api/objects", params=params,
                                                     body=b"")).get_body())
 call(prefix=sys.argv[1], limit="1")  # identity, STS, clients: set up in both runs
 baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-tracemalloc.reset_peak()
+if traced:
+    tracemalloc.reset_peak()
 count, cursor, pages = 0, None, 0
-if sys.argv[2] == "list":
-    while True:
-        page = call(prefix=sys.argv[1], limit="5000", **({"cursor": cursor} if cursor else {}))
-        count += len(page["items"]); pages += 1
-        cursor = page["next_cursor"]
-        if not cursor:
-            break
-print(json.dumps({"count": count, "pages": pages, "traced_peak": tracemalloc.get_traced_memory()[1],
+while True:
+    page = call(prefix=sys.argv[1], limit="5000", **({"cursor": cursor} if cursor else {}))
+    count += len(page["items"]); pages += 1
+    cursor = page["next_cursor"]
+    if not cursor:
+        break
+print(json.dumps({"count": count, "pages": pages,
+                  "traced_peak": tracemalloc.get_traced_memory()[1] if traced else None,
                   "rss_before": baseline_rss * 1024,
                   "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
@@ -147,26 +153,38 @@ def main() -> None:
         sts = _probe(STS_PROBE, PREFIX)
         sts_calls = requests.get(stats_url, timeout=5).json().get("aws:AssumeRoleWithWebIdentity:ok", 0) - before
         print(f"sts: {sts_calls} calls for {sts['ok']} requests", flush=True)
-        mem = _probe(MEMORY_PROBE, PREFIX, "list")
+        mem = _probe(MEMORY_PROBE, PREFIX, "rss")
+        mem["traced_peak"] = _probe(MEMORY_PROBE, PREFIX, "traced")["traced_peak"]
         print(f"memory: {mem}", flush=True)
     mib = 1024 * 1024
     section = f"""## Combined listing (issue 3)
 
-{machine()}; {PER_CLOUD:,} Azure blobs + {PER_CLOUD:,} S3 objects; median of {ROUNDS} runs.
+{machine()}; {PER_CLOUD:,} Azure blobs + {PER_CLOUD:,} S3 objects; median of {ROUNDS} interleaved rounds.
 
 | measurement | result | target |
 |---|---|---|
 | raw Azure SDK listing (`list_blobs`, 5,000 per page) | {speed['azure']:.3f} s | baseline |
 | raw S3 listing (`list_objects_v2` paginator, 1,000 per page) | {speed['s3']:.3f} s | baseline |
+| both raw listings at once (two threads: the same work as ours) | {speed['both']:.3f} s | same-work baseline |
 | crosscloud combined listing, limit 5000, all pages | {speed['ours']:.3f} s | |
-| ratio to the slower raw listing | **{speed['ratio']:.2f}x** | <= 1.2x |
+| ratio to the slower raw listing (medians; per-round range) | **{speed['ratio']:.2f}x** ({speed['ratio_min']:.2f}-{speed['ratio_max']:.2f}) | <= 1.2x |
+| ratio to both raw listings at once | **{speed['ratio_both']:.2f}x** | |
 | STS calls for 200 concurrent listing requests, one fresh process | **{sts_calls}** ({sts['ok']}/200 answered 200) | exactly 1 |
-| peak Python allocations while paging 10,000 objects, limit 5000 | {mem['traced_peak'] / mib:.1f} MiB | bounded by one page |
-| process peak RSS: before paging / after paging 10,000 | {mem['rss_before'] / mib:.0f} MiB / {mem['rss_peak'] / mib:.0f} MiB | |
+| peak Python allocations (tracemalloc) while paging 10,000 objects, limit 5000 | {mem['traced_peak'] / mib:.1f} MiB | bounded by one page |
+| process peak RSS: set up (identity, STS, clients) / after paging 10,000 | {mem['rss_before'] / mib:.0f} MiB / {mem['rss_peak'] / mib:.0f} MiB | |
 
-The combined listing fetches both clouds concurrently and prefetches each cloud's next page
-while merging, so it costs about one page round trip more than the slower cloud. Memory
-is bounded by the page (`limit`) plus one prefetched page per cloud, not by the data set.
+**Reading the ratio.** On this 2-CPU machine Azurite, moto and the client share the CPUs, so
+listing both clouds at once is slower than listing either alone: the same-work baseline
+(both raw SDK listings in two threads) shows what concurrency costs here before any of our
+code runs. Against it the combined listing is at parity or better; against the slower
+cloud alone it misses the 1.2x target. What the combined listing adds is bounded: S3
+resumes exactly with `StartAfter`, Azure with `startFrom`, a cloud's next page is
+prefetched only while the merge will drain that cloud first, and a page returns as soon
+as `limit` objects are merged, so at most the rest of one partly returned page per cloud
+is read twice. Azure pages are parsed on the SDK's fast path (the generated client with
+the model deserializer off, as `list_blob_names` does): `list_blobs`' deserializer costs
+~0.35 ms of CPU per blob, ten times the request itself. Memory is bounded by the page
+(`limit`) plus one prefetched page per cloud, not by the data set.
 """
     print(f"wrote {write_section('listing', section)}")
 

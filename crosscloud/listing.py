@@ -177,8 +177,8 @@ def list_objects(stores: Mapping[str, ObjectStore], *, source: str = "all", pref
             return mine is not None and all(other is not None and mine <= other for other in others)
 
         for name in names:
-            feeds[name] = _Feed(_pages(stores[name], prefix, positions[name],
-                                       min(FEED_PAGE_SIZE, stores[name].max_page_size)), pool,
+            page_size = min(FEED_PAGE_SIZE, stores[name].max_page_size, limit)
+            feeds[name] = _Feed(_pages(stores[name], prefix, positions[name], page_size), pool,
                                 wanted=lambda: limit - len(items), lagging=lagging)
         while len(items) < limit:
             heads = [(feed_entry, name) for name, feed in feeds.items() if (feed_entry := feed.peek())]
