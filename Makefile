@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 AZURITE_VERSION := 3.37.0
 AZURITE := .tools/node/node_modules/.bin/azurite-blob
+# Test tools that pin their own dependencies live in venvs of their own, never in .venv.
+AWSCLI_VERSION := 1.46.3
+AWSCLI := .venv-tools/awscli/bin/aws
 
 .PHONY: help tools up down serve demo test test-unit lint checkov bench clean
 
@@ -24,6 +27,10 @@ $(AZURITE):
 	@command -v npm >/dev/null || { echo "npm (Node.js 18+) is required to install Azurite" >&2; exit 2; }
 	mkdir -p .tools/node
 	npm install --silent --no-audit --no-fund --prefix .tools/node azurite@$(AZURITE_VERSION)
+
+$(AWSCLI):
+	test -x .venv-tools/awscli/bin/python || $(PYTHON) -m venv .venv-tools/awscli
+	.venv-tools/awscli/bin/python -m pip install --quiet --disable-pip-version-check awscli==$(AWSCLI_VERSION)
 
 tools: $(STAMP) $(AZURITE)
 
@@ -45,7 +52,7 @@ checkov:
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
-test: tools lint checkov
+test: tools $(AWSCLI) lint checkov
 	$(PY) -m pytest -q
 
 demo: tools

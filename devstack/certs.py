@@ -1,8 +1,9 @@
 """A throwaway CA and a loopback server certificate, so Azurite can speak HTTPS.
 
 Azurite only enables OAuth over HTTPS, like Azure. The CA is generated per stack and never
-leaves `.devstack/`; the bundle we hand to clients is the system's CAs plus this one, so a
-machine's own `REQUESTS_CA_BUNDLE` needs are still met.
+leaves `.devstack/`; the bundle we hand to clients (`REQUESTS_CA_BUNDLE`) is the machine's
+CAs (its own `REQUESTS_CA_BUNDLE` or `SSL_CERT_FILE`, OpenSSL's default file, certifi's)
+plus this one, so whatever else the process reaches over HTTPS still verifies.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import ssl
 from pathlib import Path
 
 import certifi
@@ -38,9 +40,33 @@ def ensure_tls(directory: Path) -> dict[str, Path]:
         "key": directory / "server-key.pem",
         "bundle": directory / "ca-bundle.pem",
     }
-    if not all(p.exists() for p in paths.values()):
+    if not all(paths[name].exists() for name in ("ca", "cert", "key")):
         _generate(paths)
+    write_bundle(paths["bundle"], paths["ca"].read_bytes())
     return paths
+
+
+def system_ca_files(exclude: Path) -> list[Path]:
+    """The CA files this machine trusts: a pre-set REQUESTS_CA_BUNDLE / SSL_CERT_FILE (a
+    corporate proxy's CA lives there), OpenSSL's default file, and certifi's."""
+    candidates = [os.environ.get("REQUESTS_CA_BUNDLE"), os.environ.get("SSL_CERT_FILE"),
+                  ssl.get_default_verify_paths().cafile, certifi.where()]
+    found: list[Path] = []
+    for candidate in candidates:
+        if not candidate:
+            continue
+        path = Path(candidate).resolve()
+        if path.is_file() and path.parent != exclude.parent.resolve() and path not in found:
+            found.append(path)
+    return found
+
+
+def write_bundle(bundle: Path, devstack_ca: bytes) -> None:
+    """System CAs plus the devstack CA, written on every `up` so the machine's own CAs are current."""
+    parts = [p.read_bytes().rstrip(b"\n") + b"\n" for p in system_ca_files(bundle)]
+    tmp = bundle.with_suffix(".tmp")
+    tmp.write_bytes(b"".join(parts) + devstack_ca)
+    tmp.replace(bundle)
 
 
 def _generate(paths: dict[str, Path]) -> None:
@@ -100,5 +126,3 @@ def _generate(paths: dict[str, Path]) -> None:
             serialization.NoEncryption(),
         ),
     )
-    system = Path(certifi.where()).read_bytes()
-    paths["bundle"].write_bytes(system.rstrip(b"\n") + b"\n" + ca_pem)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Static security scan of infra/ (Terraform) with checkov, fully offline.
 #
-# checkov pins many packages, so it lives in its own venv (.venv-tools), never in .venv.
+# checkov pins many packages, so it lives in its own venv (.venv-tools/checkov), never in .venv.
 # Exits non-zero on any failed check, on a parse error in infra/, or if nothing was
 # scanned. Accepted findings are suppressed only by an inline, justified
 # `#checkov:skip=CKV_...:reason` comment at the resource.
@@ -11,7 +11,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${CHECKOV_VENV:-$ROOT/.venv-tools}"
+VENV="${CHECKOV_VENV:-$ROOT/.venv-tools/checkov}"
 VERSION="${CHECKOV_VERSION:-3.3.30}"
 PY="${PYTHON:-python3}"
 

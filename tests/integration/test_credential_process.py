@@ -14,19 +14,19 @@ import pytest
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-TOOLS = ROOT / ".venv-tools"  # separate venv: awscli pins its own dependencies
+TOOLS = ROOT / ".venv-tools" / "awscli"  # its own venv: awscli v1 pins botocore; `make tools` installs it
 
 
 @pytest.fixture(scope="session")
 def aws_cli() -> Path:
-    """The AWS CLI v1 from PyPI, installed into .venv-tools on first use (CI starts from scratch)."""
+    """The AWS CLI v1 from PyPI in its own venv (`make tools` installs it; installed here if missing)."""
     aws = TOOLS / "bin" / "aws"
     if not aws.exists():
         try:
             if not (TOOLS / "bin" / "pip").exists():
                 subprocess.run(["python3", "-m", "venv", str(TOOLS)], check=True, capture_output=True, timeout=120)
             subprocess.run([str(TOOLS / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-                            "awscli"], check=True, capture_output=True, text=True, timeout=600)
+                            "awscli==1.46.3"], check=True, capture_output=True, text=True, timeout=600)
         except subprocess.CalledProcessError as exc:
             pytest.fail(f"could not install the AWS CLI into {TOOLS}: {exc.stderr or exc.stdout}")
     return aws
