@@ -28,7 +28,6 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlparse
 
@@ -166,18 +165,13 @@ def validate_web_identity(params: dict[str, str], discovery: OidcDiscovery) -> d
     return claims
 
 
-def _presigned(headers: Any, url: str) -> bool:
-    return "Authorization" not in headers and "X-Amz-Signature=" in url
-
-
-def verify_presigned(method: str, url: str, host: str,
-                     secret_lookup: Callable[[str], Credentials]) -> str:
-    """Check a SigV4 query-signed URL (signature and expiry); returns the access key id."""
+def verify_presigned(method: str, url: str, host: str, credentials: Credentials) -> None:
+    """Check a SigV4 query-signed URL's signature and expiry against `credentials`."""
     parsed = urlparse(url)
     pairs = parse_qsl(parsed.query, keep_blank_values=True)
     query = dict(pairs)
     try:
-        access_key, _date, region, service, _ = query["X-Amz-Credential"].split("/")
+        _key, _date, region, service, _ = query["X-Amz-Credential"].split("/")
         amz_date = query["X-Amz-Date"]
         expires = int(query["X-Amz-Expires"])
         signature = query["X-Amz-Signature"]
@@ -186,7 +180,6 @@ def verify_presigned(method: str, url: str, host: str,
         raise s3_exceptions.S3AccessDeniedError() from None
     if dt.datetime.now(dt.UTC) > signed_at + dt.timedelta(seconds=expires):
         raise s3_exceptions.S3AccessDeniedError()
-    credentials = secret_lookup(access_key)
     unsigned = urlencode([(k, v) for k, v in pairs if k != "X-Amz-Signature"], quote_via=quote)
     request = AWSRequest(method=method, url=f"{parsed.scheme or 'http'}://{host}{parsed.path}?{unsigned}",
                          headers={"host": host})
@@ -195,15 +188,33 @@ def verify_presigned(method: str, url: str, host: str,
     string_to_sign = auth.string_to_sign(request, auth.canonical_request(request))
     if not hmac.compare_digest(auth.signature(string_to_sign, request), signature):
         raise s3_exceptions.S3SignatureDoesNotMatchError()
-    return access_key
 
 
-def _credentials_for(access_key: str) -> Credentials:
-    from moto.iam.access_control import create_access_key
+def authorize_presigned(method: str, url: str, host: str, resource: str) -> None:
+    """Authenticate a presigned S3 request and check the signer's policies, as moto does
+    for signed ones: the signer is found (and its session token checked) by moto's own
+    `create_access_key`, the one lookup its header-signed path uses."""
+    from moto.iam.access_control import CreateAccessKeyFailure, IAMPolicy, PermissionResult, create_access_key
 
-    key = create_access_key(account_id=config.ACCOUNT_ID, partition="aws",
-                            access_key_id=access_key, headers={"X-Amz-Security-Token": ""})
-    return key.create_credentials()
+    query = dict(parse_qsl(urlparse(url).query, keep_blank_values=True))
+    access_key_id = query.get("X-Amz-Credential", "").split("/")[0]
+    try:
+        key = create_access_key(account_id=config.ACCOUNT_ID, partition="aws", access_key_id=access_key_id,
+                                headers={"X-Amz-Security-Token": query.get("X-Amz-Security-Token", "")})
+    except CreateAccessKeyFailure as failure:
+        if failure.reason == "InvalidToken":
+            raise s3_exceptions.S3InvalidTokenError() from None
+        raise s3_exceptions.S3InvalidAccessKeyIdError() from None
+    verify_presigned(method, url, host, key.create_credentials())
+    action = "s3:GetObject" if method in ("GET", "HEAD") else f"s3:{method}"
+    permitted = False
+    for policy in key.collect_policies():
+        result = IAMPolicy(policy).is_action_permitted(action, resource)
+        if result == PermissionResult.DENIED:
+            raise s3_exceptions.S3AccessDeniedError()
+        permitted = permitted or result == PermissionResult.PERMITTED
+    if not permitted:
+        raise s3_exceptions.S3AccessDeniedError()
 
 
 def install(discovery: OidcDiscovery) -> None:
@@ -222,11 +233,8 @@ def install(discovery: OidcDiscovery) -> None:
             if action in UNSIGNED_STS_ACTIONS:
                 return None  # authenticated by the token itself, checked in the handler
             if iam_request_cls.__name__ == "S3IAMRequest":
-                url = self.uri
-                if _presigned(self.headers, url):
-                    self._devstack_presigned_key = verify_presigned(
-                        self.method, url, self.headers.get("Host", ""), _presigned_secret)
-                    return _authorize_presigned(self, resource)
+                if "X-Amz-Signature=" in self.uri:
+                    return authorize_presigned(self.method, self.uri, self.headers.get("Host", ""), resource)
                 raise s3_exceptions.S3AccessDeniedError()
             raise StsError("MissingAuthenticationToken", "Request is missing Authentication Token", 403)
         return original_authorize(self, iam_request_cls, resource)
@@ -247,42 +255,3 @@ def install(discovery: OidcDiscovery) -> None:
     ActionAuthenticatorMixin._authenticate_and_authorize_action = guarded_authorize
     TokenResponse.assume_role_with_web_identity = assume_role_with_web_identity
     ActionAuthenticatorMixin._devstack_installed = True
-
-
-def _presigned_secret(access_key: str) -> Credentials:
-    try:
-        return _credentials_for_any(access_key)
-    except Exception:
-        raise s3_exceptions.S3InvalidAccessKeyIdError() from None
-
-
-def _credentials_for_any(access_key: str) -> Credentials:
-    from moto.sts.models import sts_backends
-
-    for assumed in sts_backends[config.ACCOUNT_ID]["aws"].assumed_roles:
-        if assumed.access_key_id == access_key:
-            return Credentials(access_key, assumed.secret_access_key, assumed.session_token)
-    return _credentials_for(access_key)
-
-
-def _authorize_presigned(response: Any, resource: str) -> None:
-    """Policy check for a presigned request, as the signer's identity."""
-    from moto.iam.access_control import IAMPolicy, PermissionResult, create_access_key
-    from moto.sts.models import sts_backends
-
-    access_key = response._devstack_presigned_key
-    token = dict(parse_qsl(urlparse(response.uri).query)).get("X-Amz-Security-Token", "")
-    for assumed in sts_backends[config.ACCOUNT_ID]["aws"].assumed_roles:
-        if assumed.access_key_id == access_key and assumed.session_token != token:
-            raise s3_exceptions.S3InvalidTokenError()
-    key = create_access_key(account_id=config.ACCOUNT_ID, partition="aws",
-                            access_key_id=access_key, headers={"X-Amz-Security-Token": token})
-    action = "s3:GetObject" if response.method in ("GET", "HEAD") else f"s3:{response.method}"
-    permitted = False
-    for policy in key.collect_policies():
-        result = IAMPolicy(policy).is_action_permitted(action, resource)
-        if result == PermissionResult.DENIED:
-            raise s3_exceptions.S3AccessDeniedError()
-        permitted = permitted or result == PermissionResult.PERMITTED
-    if not permitted:
-        raise s3_exceptions.S3AccessDeniedError()
