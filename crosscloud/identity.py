@@ -15,7 +15,6 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.identity import ManagedIdentityCredential
 
 from crosscloud.errors import IdentityError
-from crosscloud.settings import Settings
 
 _lock = threading.Lock()
 _credentials: dict[str | None, GuardedCredential] = {}
@@ -72,11 +71,6 @@ def managed_identity(client_id: str | None) -> GuardedCredential:
             credential = GuardedCredential(inner, describe(client_id))
             _credentials[client_id] = credential
         return credential
-
-
-def app_credential(settings: Settings | None = None) -> GuardedCredential:
-    """The credential the app settings select."""
-    return managed_identity((settings or Settings()).azure_client_id)
 
 
 def describe(client_id: str | None) -> str:

@@ -117,11 +117,6 @@ class S3Store(ObjectStore):
         with self._errors("stat", key):
             return self._info(key, self.client.head_object(Bucket=self.bucket, Key=key))
 
-    def head_checksum(self, key: str) -> dict[str, Any]:
-        """HEAD with the additional checksum (used to verify a copy end to end)."""
-        with self._errors("stat", key):
-            return self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
-
     def open(self, key: str) -> ObjectReader:
         with self._errors("read", key):
             response = self.client.get_object(Bucket=self.bucket, Key=key)
