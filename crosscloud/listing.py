@@ -142,14 +142,11 @@ class _Feed:
         return self._buffer[0] if self._buffer else None
 
     def pop(self) -> Entry:
+        """The head entry; `exhausted` turns true with the last one (no fetch to wait for)."""
         entry = self._buffer.popleft()
         if not self._buffer and not self._more_pages:
             self.exhausted = True
         return entry
-
-    def known_done(self) -> bool:
-        """Nothing left, known without waiting for a page that is still being fetched."""
-        return self.exhausted or (not self._buffer and not self._more_pages)
 
 
 def _order(entry: Entry) -> tuple[bytes, str]:
@@ -164,8 +161,8 @@ def list_objects(stores: Mapping[str, ObjectStore], *, source: str = "all", pref
         positions = cursors.decode(cursor, source=source, prefix=prefix, sources=names).positions
     else:
         positions = {name: cursors.Position() for name in names}
-    # Two pool threads per cloud: one fetching, one prefetching the page after it.
-    pool = ThreadPoolExecutor(max_workers=2 * len(names), thread_name_prefix="listing")
+    # One thread per cloud: a feed has at most one page fetch in flight.
+    pool = ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="listing")
     try:
         items: list[Entry] = []
         feeds: dict[str, _Feed] = {}
@@ -191,7 +188,7 @@ def list_objects(stores: Mapping[str, ObjectStore], *, source: str = "all", pref
             taken = [e for e in items if e.source == name]
             if taken:
                 next_positions[name] = taken[-1].resume
-            if feed.known_done():
+            if feed.exhausted:
                 next_positions[name] = cursors.Position(done=True)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
