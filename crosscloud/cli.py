@@ -40,6 +40,12 @@ def print_table(rows: list[dict[str, object]], out=sys.stdout) -> None:  # noqa:
         out.write(f"{line[0]:<{widths[0]}}  {line[1]:>{widths[1]}}  {line[2]:<{widths[2]}}  {line[3]}\n")
 
 
+def print_json(document: object) -> None:
+    """What --json prints: one indented JSON document on stdout."""
+    json.dump(document, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     sources = listing.parse_source(args.source)
     prefix = listing.parse_prefix(args.prefix)
@@ -55,8 +61,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         if not cursor:
             break
     if args.json:
-        json.dump({"items": rows, "next_cursor": None}, sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
+        print_json({"items": rows, "next_cursor": None})
     elif not rows:
         print("(no objects)")
     else:
@@ -96,8 +101,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     policy = diagnostics.load_trust_policy(args.trust_policy) if args.trust_policy else None
     report = diagnostics.run(Settings(), trust_policy=policy, trust_policy_source=args.trust_policy)
     if args.json:
-        json.dump(report.as_json(), sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
+        print_json(report.as_json())
     else:
         sys.stdout.write(diagnostics.render_text(report))
     return 0 if report.ok else 1
@@ -128,8 +132,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     if args.json:
-        json.dump(report.as_json(), sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
+        print_json(report.as_json())
     else:
         sys.stdout.write(summary(report))
     return 0 if report.ok else 1
