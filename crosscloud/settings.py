@@ -139,8 +139,10 @@ class Settings:
     @property
     def link_ttl_seconds(self) -> int:
         value = self.int_setting("DOWNLOAD_LINK_TTL_SECONDS", 300, minimum=60)
-        if value > 3600:
-            raise SettingError("app setting DOWNLOAD_LINK_TTL_SECONDS must be at most 3600")
+        # An S3 link lives no longer than the temporary credentials that signed it, and
+        # botocore only guarantees 10 minutes left on them (its mandatory refresh window).
+        if value > 600:
+            raise SettingError("app setting DOWNLOAD_LINK_TTL_SECONDS must be at most 600")
         return value
 
 
