@@ -157,9 +157,9 @@ class Rclone:
     @staticmethod
     def _s3_credentials() -> dict[str, str]:
         """The backup role's temporary credentials, from our federation (never printed)."""
-        from crosscloud import wiring
+        from crosscloud.stores import factory
 
-        frozen = wiring.s3_store(backup=True).client._request_signer._credentials.get_frozen_credentials()
+        frozen = factory.s3_store(backup=True).client._request_signer._credentials.get_frozen_credentials()
         return {"RCLONE_S3_ACCESS_KEY_ID": frozen.access_key, "RCLONE_S3_SECRET_ACCESS_KEY": frozen.secret_key,
                 "RCLONE_S3_SESSION_TOKEN": frozen.token}
 

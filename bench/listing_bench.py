@@ -50,9 +50,10 @@ def seed(env: dict[str, str]) -> None:
 
 
 def measure_speed() -> dict[str, float]:
-    from crosscloud import listing, wiring
+    from crosscloud import listing
+    from crosscloud.stores import factory
 
-    azure, s3 = wiring.azure_store(), wiring.s3_store()
+    azure, s3 = factory.azure_store(), factory.s3_store()
     container = azure._container  # the raw SDK client, same identity  # noqa: SLF001
     client = s3.client  # the raw boto3 client, same federated credentials
 

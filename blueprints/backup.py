@@ -20,7 +20,7 @@ import azure.functions as func
 
 from blueprints.http import handle_errors, json_response, query_flag
 from crosscloud import backup
-from crosscloud.lease import LeaseHeld
+from crosscloud.backup.lease import LeaseHeld
 
 bp = func.Blueprint()
 log = logging.getLogger("crosscloud.backup")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from blueprints.http import handle_errors, json_response
-from crosscloud import diagnostics
+from crosscloud.doctor import runner
 
 bp = func.Blueprint()
 
@@ -20,5 +20,5 @@ bp = func.Blueprint()
 @bp.route(route="diagnostics", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 @handle_errors
 def run_diagnostics(req: func.HttpRequest) -> func.HttpResponse:
-    report = diagnostics.run()
+    report = runner.run()
     return json_response(report.as_json(), 200 if report.ok else 503)

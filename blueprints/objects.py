@@ -5,9 +5,10 @@ from __future__ import annotations
 import azure.functions as func
 
 from blueprints.http import SECURITY_HEADERS, handle_errors, json_response, query_flag
-from crosscloud import listing, objects, wiring
+from crosscloud import listing, objects
 from crosscloud.errors import BadRequest
 from crosscloud.settings import Settings
+from crosscloud.stores import factory
 
 bp = func.Blueprint()
 
@@ -20,7 +21,7 @@ def list_objects(req: func.HttpRequest) -> func.HttpResponse:
     prefix = listing.parse_prefix(req.params.get("prefix"))
     limit = listing.parse_limit(req.params.get("limit"))
     settings = Settings()
-    stores = {name: wiring.store_for(name, settings) for name in sources}
+    stores = {name: factory.store_for(name, settings) for name in sources}
     page = listing.list_objects(stores, source=req.params.get("source") or "all", prefix=prefix,
                                 limit=limit, cursor=req.params.get("cursor") or None)
     return json_response(page.as_json())
@@ -31,11 +32,11 @@ def list_objects(req: func.HttpRequest) -> func.HttpResponse:
 @handle_errors
 def get_object(req: func.HttpRequest) -> func.HttpResponse:
     source = req.route_params.get("source", "")
-    if source not in wiring.SOURCES:
+    if source not in factory.SOURCES:
         raise BadRequest(f"source must be azure or s3, got {source[:40]!r}", code="invalid_source")
     key = objects.validate_key(req.route_params.get("key"))
     settings = Settings()
-    store = wiring.store_for(source, settings)
+    store = factory.store_for(source, settings)
     if query_flag(req, "link"):
         return json_response(objects.short_lived_link(store, key, settings.link_ttl_seconds).as_json())
     # Functions' Python HTTP responses are buffered, hence the cap: the body is read in

@@ -14,10 +14,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from crosscloud import listing, objects, wiring
+from crosscloud import listing, objects
 from crosscloud.errors import CrossCloudError
 from crosscloud.logs import guard_sdk_loggers
 from crosscloud.settings import Settings
+from crosscloud.stores import factory
 
 
 def _human(size: int) -> str:
@@ -50,7 +51,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     sources = listing.parse_source(args.source)
     prefix = listing.parse_prefix(args.prefix)
     settings = Settings()
-    stores = {name: wiring.store_for(name, settings) for name in sources}
+    stores = {name: factory.store_for(name, settings) for name in sources}
     rows: list[dict[str, object]] = []
     cursor = None
     while True:  # the CLI shows everything: it pages until the cursor runs out
@@ -72,9 +73,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    if args.source not in wiring.SOURCES:
+    if args.source not in factory.SOURCES:
         raise CrossCloudError(f"SOURCE must be azure or s3, got {args.source!r}", code="invalid_source", status=400)
-    store = wiring.store_for(args.source, Settings())
+    store = factory.store_for(args.source, Settings())
     with store.open(objects.validate_key(args.key)) as reader:
         if args.output in (None, "-"):
             for chunk in reader.iter_chunks():
@@ -95,20 +96,20 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from crosscloud import diagnostics
+    from crosscloud.doctor import runner
 
     _quiet_identity_warnings()  # the report explains token failures; no duplicate SDK warnings
-    policy = diagnostics.load_trust_policy(args.trust_policy) if args.trust_policy else None
-    report = diagnostics.run(Settings(), trust_policy=policy, trust_policy_source=args.trust_policy)
+    policy = runner.load_trust_policy(args.trust_policy) if args.trust_policy else None
+    report = runner.run(Settings(), trust_policy=policy, trust_policy_source=args.trust_policy)
     if args.json:
         print_json(report.as_json())
     else:
-        sys.stdout.write(diagnostics.render_text(report))
+        sys.stdout.write(runner.render_text(report))
     return 0 if report.ok else 1
 
 
 def cmd_credential_process(args: argparse.Namespace) -> int:
-    from crosscloud import credential_process
+    from crosscloud.auth import credential_process
 
     _quiet_identity_warnings()  # stderr must be one clear line for the AWS CLI to show
     document = credential_process.run(role_arn=args.role_arn, audience=args.audience, client_id=args.client_id,
@@ -122,7 +123,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     import logging
 
     from crosscloud import backup
-    from crosscloud.backup_report import ProgressBar, summary
+    from crosscloud.backup.report import ProgressBar, summary
 
     logging.getLogger(backup.REPORT_LOGGER).setLevel(logging.CRITICAL)  # printed below instead
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None

@@ -11,7 +11,7 @@ to us and are closed here by wrapping two moto entry points:
 2. moto's `AssumeRoleWithWebIdentity` accepts any token. `validate_web_identity` checks it
    the way STS does: registered OIDC provider for `iss`, `aud` in its client-ID list,
    RS256 signature against the issuer's JWKS, expiry, the role's existence and its trust
-   policy conditions (`crosscloud.trust_policy`), answering with AWS's error codes.
+   policy conditions (`crosscloud.doctor.trust_policy`), answering with AWS's error codes.
 
 Known gap, left as moto has it: conditions in *identity* policies are not evaluated
 (moto checks StringEquals only, without request context), so the backup role's
@@ -42,7 +42,7 @@ from moto.s3 import exceptions as s3_exceptions
 from moto.sts.exceptions import STSClientError
 from moto.sts.responses import TokenResponse
 
-from crosscloud import trust_policy
+from crosscloud.doctor import trust_policy
 from devstack import config
 
 log = logging.getLogger("devstack.aws")

@@ -47,11 +47,11 @@ def devstack_env() -> Iterator[dict[str, str]]:
 @pytest.fixture
 def env(devstack_env: dict[str, str]) -> Iterator[dict[str, str]]:
     """The devstack settings are in os.environ (change them with monkeypatch); fresh SDK clients."""
-    from crosscloud import wiring
+    from crosscloud.stores import factory
 
-    wiring.reset_for_tests()
+    factory.reset_for_tests()
     yield devstack_env
-    wiring.reset_for_tests()
+    factory.reset_for_tests()
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from crosscloud.auth.federation import client_config
 from crosscloud.errors import CrossCloudError, IntegrityError, NotFound, PreconditionFailed, UpstreamError
-from crosscloud.federation import client_config
 from crosscloud.stores.base import ObjectInfo, ObjectReader, ObjectStore, Page, PutOptions, PutResult
 
 CHUNK = 1024 * 1024

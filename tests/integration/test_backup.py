@@ -26,11 +26,12 @@ from azure.functions.timer import TimerRequest
 from azure.storage.blob import ContentSettings
 from botocore.exceptions import ClientError
 
-from crosscloud import backup, wiring
-from crosscloud.backup import SOURCE_ETAG, Backup, BackupConfig
+from crosscloud import backup
+from crosscloud.backup.lease import LEASE_NAME, Lease, LeaseHeld
+from crosscloud.backup.run import SOURCE_ETAG, Backup, BackupConfig
 from crosscloud.errors import UpstreamError
-from crosscloud.lease import LEASE_NAME, Lease, LeaseHeld
 from crosscloud.settings import Settings
+from crosscloud.stores import factory
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
@@ -84,7 +85,7 @@ def engine(**changes: Any) -> Backup:
     """The configured engine (the stores the app would use), with test-only tweaks."""
     settings = Settings()
     config = replace(BackupConfig.from_settings(settings), **changes)
-    return Backup(wiring.azure_store(settings), wiring.s3_store(settings, backup=True), config)
+    return Backup(factory.azure_store(settings), factory.s3_store(settings, backup=True), config)
 
 
 def count_calls(monkeypatch, store: Any, method: str) -> list[str]:
@@ -130,7 +131,7 @@ def test_incremental_backup_copies_exactly_what_is_new_or_changed(scope, monkeyp
     assert big["ETag"].strip('"').endswith("-3")  # really a multipart upload
     assert big["ChecksumSHA256"].endswith("-3")  # verified against our composite of the parts
 
-    heads = count_calls(monkeypatch, wiring.s3_store(backup=True), "stat")
+    heads = count_calls(monkeypatch, factory.s3_store(backup=True), "stat")
     second = backup.run_configured()
     assert (second.copied, second.skipped, second.failed_count, second.complete) == (0, len(names), 0, True)
     assert heads == []  # the listings and the index told; no per-object HEAD
@@ -147,7 +148,7 @@ def test_without_an_index_unchanged_objects_are_recognised_by_head(scope, monkey
     backup.run_configured()
     scope.s3.delete_object(Bucket=scope.bucket, Key=scope.dest + ".crosscloud/index.jsonl.gz")  # admin
     scope.seed({"a.txt": b"ALPHA"})
-    heads = count_calls(monkeypatch, wiring.s3_store(backup=True), "stat")
+    heads = count_calls(monkeypatch, factory.s3_store(backup=True), "stat")
     report = backup.run_configured()
     assert (report.copied, report.skipped) == (1, 1)
     assert sorted(heads) == [scope.dest + scope.source + "a.txt", scope.dest + scope.source + "b.txt"]
@@ -163,7 +164,7 @@ def test_dry_run_reports_and_writes_nothing(scope):
 
 
 def test_backup_role_cannot_write_or_delete_outside_its_prefix(scope, monkeypatch):
-    client = wiring.s3_store(backup=True).client
+    client = factory.s3_store(backup=True).client
     with pytest.raises(ClientError) as denied:
         client.put_object(Bucket=scope.bucket, Key=f"elsewhere/{scope.source}x", Body=b"x")
     assert denied.value.response["Error"]["Code"] == "AccessDenied"
@@ -183,7 +184,7 @@ def test_backup_role_cannot_write_or_delete_outside_its_prefix(scope, monkeypatc
 def test_s3_failing_for_some_objects_loses_nothing(scope, monkeypatch):
     names = [f"obj-{i}.txt" for i in range(6)]
     scope.seed({name: os.urandom(500) for name in names})
-    dest = wiring.s3_store(backup=True)
+    dest = factory.s3_store(backup=True)
     real_put, failures = dest.put, {"obj-1.txt": 99, "obj-4.txt": 1}  # always / once
 
     def faulty_put(key: str, *args: Any, **kwargs: Any) -> Any:
@@ -287,7 +288,7 @@ def test_names_s3_cannot_take_are_reported_never_dropped(scope, monkeypatch):
 
 def test_the_lease_keeps_a_second_run_out_and_an_expired_one_is_taken_over(scope):
     scope.seed({"a.txt": b"alpha"})
-    store = wiring.s3_store(backup=True)
+    store = factory.s3_store(backup=True)
     other = Lease(store, scope.dest + LEASE_NAME, "other-run", ttl=30).acquire()
     with pytest.raises(LeaseHeld, match=r"another backup run \(other-run\) holds the lease"):
         backup.run_configured()

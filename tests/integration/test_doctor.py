@@ -14,7 +14,8 @@ import azure.functions as func
 import boto3
 import pytest
 
-from crosscloud import diagnostics, wiring
+from crosscloud.doctor import runner
+from crosscloud.stores import factory
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,9 +48,9 @@ def doctor(monkeypatch: pytest.MonkeyPatch, trust: Path | None = None, **setting
     """Run the doctor in-process with `settings` changed; returns {check name: check JSON}."""
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
-    wiring.reset_for_tests()
-    policy = diagnostics.load_trust_policy(trust) if trust else None
-    report = diagnostics.run(trust_policy=policy, trust_policy_source=str(trust) if trust else None)
+    factory.reset_for_tests()
+    policy = runner.load_trust_policy(trust) if trust else None
+    report = runner.run(trust_policy=policy, trust_policy_source=str(trust) if trust else None)
     doc = report.as_json()
     assert doc["ok"] is report.ok
     return {c["name"]: c for c in doc["checks"]}
@@ -191,7 +192,7 @@ def test_trust_policy_without_sub_is_a_privilege_escalation_risk(env, monkeypatc
 def test_http_diagnostics_returns_the_report(env):
     from blueprints.diagnostics import run_diagnostics
 
-    wiring.reset_for_tests()
+    factory.reset_for_tests()
     response = run_diagnostics(func.HttpRequest("GET", "http://localhost/api/diagnostics", body=b""))
     body = response.get_body().decode()
     assert response.status_code == 200, body

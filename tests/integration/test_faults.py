@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from crosscloud import wiring
+from crosscloud.stores import factory
 from tests.integration.test_objects_api import body, call_get, call_list
 
 pytestmark = pytest.mark.integration
@@ -120,7 +120,7 @@ def test_nothing_secret_reaches_the_logs(env, monkeypatch, caplog, azure_admin, 
     responses = [call_list(prefix=prefix), call_get("azure", prefix + "f.txt"), call_get("s3", prefix + "f.txt"),
                  call_get("azure", prefix + "f.txt", link="true"), call_get("s3", prefix + "f.txt", link="true"),
                  call_get("s3", prefix + "missing")]
-    frozen = wiring.s3_store().client._request_signer._credentials.get_frozen_credentials()
+    frozen = factory.s3_store().client._request_signer._credentials.get_frozen_credentials()
     monkeypatch.setenv("AZURE_CLIENT_ID", env["DEVSTACK_OTHER_CLIENT_ID"])
     responses.append(call_list(source="s3"))
     links = [body(r)["url"] for r in responses[3:5]]

@@ -22,11 +22,11 @@ from typing import BinaryIO
 
 import pytest
 
-from crosscloud import backup_index
-from crosscloud.backup import SOURCE_ETAG, UNVERIFIED, Backup, BackupConfig, MemoryBudget
-from crosscloud.backup_report import BackupReport
+from crosscloud.backup import index
+from crosscloud.backup.lease import LEASE_NAME, Lease, LeaseHeld
+from crosscloud.backup.report import BackupReport
+from crosscloud.backup.run import SOURCE_ETAG, UNVERIFIED, Backup, BackupConfig, MemoryBudget
 from crosscloud.errors import NotFound, PreconditionFailed, SettingError, UpstreamError
-from crosscloud.lease import LEASE_NAME, Lease, LeaseHeld
 from crosscloud.settings import Settings
 from crosscloud.stores.base import ObjectInfo, ObjectReader, ObjectStore, Page, PutOptions, PutResult
 
@@ -117,7 +117,7 @@ class FakeStore(ObjectStore):
 MIB = 1024 * 1024
 CONFIG = BackupConfig(prefix="bk/", part_size=5 * MIB, concurrency=3, part_concurrency=2, checkers=2,
                       retry_base_s=0.001, lease_ttl_s=30)
-INDEX = "bk/" + backup_index.INDEX_NAME
+INDEX = "bk/" + index.INDEX_NAME
 
 
 def run(src: FakeStore, dst: FakeStore, **changes: object) -> BackupReport:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from crosscloud.backup_stream import VerifyingStream
+from crosscloud.backup.stream import VerifyingStream
 from crosscloud.errors import IntegrityError
 
 

@@ -17,9 +17,9 @@ from azure.functions.timer import TimerRequest
 
 from blueprints import backup as backup_bp
 from crosscloud import backup, cli
-from crosscloud.backup_report import BackupReport, Failure, ProgressBar, render_bar
+from crosscloud.backup.lease import LeaseHeld
+from crosscloud.backup.report import BackupReport, Failure, ProgressBar, render_bar
 from crosscloud.errors import SettingError
-from crosscloud.lease import LeaseHeld
 
 ROOT = Path(__file__).resolve().parents[2]
 

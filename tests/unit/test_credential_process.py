@@ -13,9 +13,9 @@ import pytest
 from azure.core.credentials import AccessToken
 from botocore.exceptions import ClientError
 
-from crosscloud import credential_process as cp
+from crosscloud.auth import credential_process as cp
+from crosscloud.auth.federation import FederationTarget
 from crosscloud.errors import FederationError
-from crosscloud.federation import FederationTarget
 from tests.unit import recorded
 
 TARGET = FederationTarget("arn:aws:iam::123456789012:role/crosscloud-read", recorded.AUDIENCE, "eu-west-1")

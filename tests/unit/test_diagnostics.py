@@ -11,8 +11,10 @@ import pytest
 from azure.identity import ManagedIdentityCredential
 from azure.storage.blob import BlobServiceClient
 
-from crosscloud import diagnostics, doctor_aws, doctor_checks, entra_errors, identity, token_claims, wiring
+from crosscloud.auth import identity
+from crosscloud.doctor import aws, azure, entra_errors, model, runner, token_claims
 from crosscloud.stores import azure as azure_store
+from crosscloud.stores import factory
 from tests.unit import recorded
 from tests.unit.recorded import Recorded, ReplayAdapter
 
@@ -37,9 +39,9 @@ def app_settings(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("IDENTITY_ENDPOINT", recorded.IDENTITY_ENDPOINT)
     monkeypatch.setenv("IDENTITY_HEADER", "recorded-header")
-    wiring.reset_for_tests()
+    factory.reset_for_tests()
     yield
-    wiring.reset_for_tests()
+    factory.reset_for_tests()
 
 
 def replay(monkeypatch, recordings: dict[str, Recorded]) -> ReplayAdapter:
@@ -52,7 +54,7 @@ def replay(monkeypatch, recordings: dict[str, Recorded]) -> ReplayAdapter:
     return adapter
 
 
-def by_name(report: diagnostics.Report) -> dict[str, diagnostics.Check]:
+def by_name(report: runner.Report) -> dict[str, runner.Check]:
     return {c.name: c for c in report.checks}
 
 
@@ -67,7 +69,7 @@ def test_entra_refusal_for_the_aws_audience_is_mapped_and_later_checks_skip(
     replay(monkeypatch, {STORAGE_TOKEN: recorded.token_response("https://storage.azure.com"),
                          AWS_TOKEN: recorded.refusal(message),
                          "comp=list": Recorded(200, _empty_listing(), {"Content-Type": "application/xml"})})
-    report = diagnostics.run()
+    report = runner.run()
     checks = by_name(report)
     assert [c.status for c in report.checks[:4]] == ["pass", "pass", "pass", "pass"]
     aws = checks["aws_token"]
@@ -90,7 +92,7 @@ def test_azure_permission_mismatch_names_the_missing_role_and_the_identity(app_s
         "comp=list": Recorded(403, recorded.AUTHORIZATION_PERMISSION_MISMATCH, {
             "Content-Type": "application/xml", "x-ms-error-code": "AuthorizationPermissionMismatch"}),
     })
-    report = diagnostics.run()
+    report = runner.run()
     container = by_name(report)["container_list"]
     assert container.status == "fail"
     assert container.data["code"] == "azure_forbidden"
@@ -105,9 +107,9 @@ def test_report_never_contains_the_tokens(app_settings, monkeypatch):
     storage = recorded.token_response("https://storage.azure.com")
     replay(monkeypatch, {STORAGE_TOKEN: storage, AWS_TOKEN: recorded.refusal(recorded.AADSTS501051),
                          "comp=list": Recorded(200, _empty_listing(), {"Content-Type": "application/xml"})})
-    report = diagnostics.run()
+    report = runner.run()
     token = json.loads(storage.body)["access_token"]
-    text = json.dumps(report.as_json()) + diagnostics.render_text(report)
+    text = json.dumps(report.as_json()) + runner.render_text(report)
     assert token not in text
     assert token.split(".")[1] not in text
 
@@ -121,7 +123,7 @@ def _empty_listing() -> str:
 # --- settings ----------------------------------------------------------------------------------
 def test_missing_and_malformed_settings_are_named_and_dependents_skip(monkeypatch):
     env = {"AZURE_CLIENT_ID": "not-a-guid", "AWS_ROLE_ARN": "arn:aws:iam::1:role/x", "AWS_REGION": "eu-west-1"}
-    report = diagnostics.run(env=env)
+    report = runner.run(env=env)
     checks = by_name(report)
     settings = checks["settings"]
     assert settings.status == "fail"
@@ -136,7 +138,7 @@ def test_missing_and_malformed_settings_are_named_and_dependents_skip(monkeypatc
 
 def test_ambient_aws_keys_are_a_warning(monkeypatch):
     env = dict(SETTINGS, AWS_ACCESS_KEY_ID="AKIAIOSFODNN7EXAMPLE")
-    outcome = doctor_checks.check_settings(doctor_checks.Context(env=env, settings=diagnostics.Settings(env)))
+    outcome = azure.check_settings(model.Context(env=env, settings=runner.Settings(env)))
     assert outcome.status == "warn"
     assert "AWS_ACCESS_KEY_ID" in outcome.detail
 
@@ -151,7 +153,7 @@ def test_ambient_aws_keys_are_a_warning(monkeypatch):
     ({}, "IMDS"),
 ])
 def test_endpoint_kind(env, expected):
-    assert expected in doctor_checks.endpoint_kind(env)
+    assert expected in azure.endpoint_kind(env)
 
 
 # --- claims and what AWS must hold -------------------------------------------------------------
@@ -168,7 +170,7 @@ def test_v1_claims_and_ready_to_paste_trust_policy():
     assert statement["Principal"] == {"Federated": trust.provider_arn}
     assert statement["Condition"] == {"StringEquals": {f"{key}:aud": recorded.AUDIENCE,
                                                        f"{key}:sub": recorded.PRINCIPAL}}
-    from crosscloud import trust_policy
+    from crosscloud.doctor import trust_policy
     context = trust_policy.context_from_claims(claims["iss"], claims)
     assert trust_policy.evaluate(trust.trust_policy, trust.provider_arn, context).allowed
     assert not trust_policy.subject_unconstrained(trust.trust_policy, trust.provider_arn, key)
@@ -178,11 +180,11 @@ def test_v2_token_is_detected_and_its_guid_audience_explained():
     app_id = "00001111-aaaa-2222-bbbb-3333cccc4444"
     token = recorded.fake_jwt(iss=f"https://login.microsoftonline.com/{recorded.TENANT}/v2.0", aud=app_id,
                               ver="2.0", azp=recorded.CLIENT_ID)
-    ctx = doctor_checks.Context(env={}, settings=diagnostics.Settings({}), token=token)
+    ctx = model.Context(env={}, settings=runner.Settings({}), token=token)
     ctx.values.update(AWS_ROLE_ARN=SETTINGS["AWS_ROLE_ARN"], AWS_WEB_IDENTITY_AUDIENCE=recorded.AUDIENCE,
                       AZURE_CLIENT_ID=recorded.CLIENT_ID)
     ctx.statuses["aws_token"] = "pass"
-    outcome = doctor_checks.check_claims(ctx)
+    outcome = azure.check_claims(ctx)
     assert outcome.data["issuer_version"] == "v2"
     assert outcome.status == "warn"
     assert "v2 token" in outcome.detail
@@ -193,10 +195,10 @@ def test_v2_token_is_detected_and_its_guid_audience_explained():
 
 def test_token_issued_to_another_client_is_flagged():
     token = recorded.fake_jwt(aud=recorded.AUDIENCE, appid="99999999-9999-4999-8999-999999999999")
-    ctx = doctor_checks.Context(env={}, settings=diagnostics.Settings({}), token=token)
+    ctx = model.Context(env={}, settings=runner.Settings({}), token=token)
     ctx.values.update(AWS_WEB_IDENTITY_AUDIENCE=recorded.AUDIENCE, AZURE_CLIENT_ID=recorded.CLIENT_ID)
     ctx.statuses["aws_token"] = "pass"
-    outcome = doctor_checks.check_claims(ctx)
+    outcome = azure.check_claims(ctx)
     assert outcome.status == "warn"
     assert "not AZURE_CLIENT_ID" in outcome.detail
     assert "<account-id>" in outcome.data["aws"]["oidc_provider_arn"]  # no valid AWS_ROLE_ARN to take it from
@@ -237,8 +239,8 @@ def test_other_entra_and_endpoint_errors(message, code):
     assert problem.fix
 
 
-def _sts_context() -> doctor_checks.Context:
-    ctx = doctor_checks.Context(env={}, settings=diagnostics.Settings({}))
+def _sts_context() -> azure.Context:
+    ctx = model.Context(env={}, settings=runner.Settings({}))
     ctx.claims = token_claims.decode_claims(recorded.fake_jwt(aud=recorded.AUDIENCE))
     ctx.trust = token_claims.aws_trust(ctx.claims, "123456789012")
     ctx.values["AWS_ROLE_ARN"] = SETTINGS["AWS_ROLE_ARN"]
@@ -254,7 +256,7 @@ def _sts_context() -> doctor_checks.Context:
     ("AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity", f":sub = {recorded.PRINCIPAL}"),
 ])
 def test_sts_errors_get_a_concrete_fix(code, message, expected):
-    assert expected in doctor_aws._sts_fix(code, message, _sts_context())
+    assert expected in aws._sts_fix(code, message, _sts_context())
 
 
 # --- trust policy file loading -----------------------------------------------------------------
@@ -268,24 +270,24 @@ def test_trust_policy_file_forms(tmp_path):
     encoded = tmp_path / "encoded.txt"
     encoded.write_text(quote(json.dumps(doc)))
     for path in (plain, get_role, encoded):
-        assert diagnostics.load_trust_policy(path) == doc
+        assert runner.load_trust_policy(path) == doc
 
 
 def test_bad_trust_policy_file_names_the_file(tmp_path):
     missing = tmp_path / "nope.json"
-    with pytest.raises(diagnostics.BadRequest, match="nope.json: cannot read"):
-        diagnostics.load_trust_policy(missing)
+    with pytest.raises(runner.BadRequest, match="nope.json: cannot read"):
+        runner.load_trust_policy(missing)
     broken = tmp_path / "broken.json"
     broken.write_text('{"Version": "2012-10-17"}')
-    with pytest.raises(diagnostics.BadRequest, match="broken.json: not an IAM trust policy"):
-        diagnostics.load_trust_policy(broken)
+    with pytest.raises(runner.BadRequest, match="broken.json: not an IAM trust policy"):
+        runner.load_trust_policy(broken)
 
 
 # --- report, redaction, CLI and HTTP -----------------------------------------------------------
 def test_redact_catches_tokens_keys_and_sas():
     jwt = recorded.fake_jwt()
     text = f"t={jwt} k=ASIAIOSFODNN7EXAMPLE url=https://a.blob.core.windows.net/c/b?sv=2024&sig=abc%2Bdef&se=1"
-    cleaned = diagnostics.redact({"a": [text]})["a"][0]
+    cleaned = runner.redact({"a": [text]})["a"][0]
     assert jwt not in cleaned
     assert "ASIAIOSFODNN7EXAMPLE" not in cleaned
     assert "abc%2Bdef" not in cleaned
@@ -293,15 +295,15 @@ def test_redact_catches_tokens_keys_and_sas():
 
 
 def test_report_json_is_stable(monkeypatch):
-    report = diagnostics.run(env={"AZURE_CLIENT_ID": "not-a-guid"})  # everything after settings skips
+    report = runner.run(env={"AZURE_CLIENT_ID": "not-a-guid"})  # everything after settings skips
     doc = report.as_json()
     assert doc["schema"] == "crosscloud.doctor/1"
     assert doc["ok"] is False
-    assert [c["name"] for c in doc["checks"]] == [name for name, _, _ in diagnostics.CHECKS]
+    assert [c["name"] for c in doc["checks"]] == [name for name, _, _ in runner.CHECKS]
     assert doc["summary"] == {"pass": 0, "warn": 0, "fail": 1, "skip": 9}
     for check in doc["checks"]:
         assert set(check) == {"name", "title", "status", "detail", "fix", "data", "duration_ms"}
-    text = diagnostics.render_text(report)
+    text = runner.render_text(report)
     assert text.splitlines()[1].startswith("  FAIL  settings")
     assert text.rstrip().endswith("0 passed, 0 warnings, 1 failed, 9 skipped")
 

@@ -1,4 +1,4 @@
-"""crosscloud.trust_policy: the offline evaluator the doctor and the local STS share."""
+"""crosscloud.doctor.trust_policy: the offline evaluator the doctor and the local STS share."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from crosscloud import trust_policy as tp
+from crosscloud.doctor import trust_policy as tp
 
 TENANT = "7f5c0a3e-1d2b-4c6a-9e8f-0a1b2c3d4e5f"
 ISSUER = f"https://sts.windows.net/{TENANT}/"

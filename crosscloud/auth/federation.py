@@ -1,9 +1,11 @@
 """Azure managed identity -> AWS credentials, with botocore's own refresh machinery.
 
-The shared module: usable on its own with any azure-identity credential.
+The shared module: usable on its own with any azure-identity credential. It is liftable: copy
+this one file (and `crosscloud/errors.py`) into another project; it needs only boto3, botocore
+and azure-core.
 
     from azure.identity import ManagedIdentityCredential
-    from crosscloud.federation import boto3_session
+    from crosscloud.auth.federation import boto3_session
 
     session = boto3_session(ManagedIdentityCredential(),
                             role_arn="arn:aws:iam::123456789012:role/reader",
@@ -35,6 +37,7 @@ from typing import Any
 import boto3
 import botocore.session
 from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError
 from botocore.config import Config
 from botocore.credentials import (
     AssumeRoleWithWebIdentityCredentialFetcher,
@@ -44,8 +47,7 @@ from botocore.credentials import (
 )
 from botocore.exceptions import BotoCoreError, ClientError
 
-from crosscloud.errors import FederationError, UpstreamError
-from crosscloud.identity import get_token
+from crosscloud.errors import CrossCloudError, FederationError, IdentityError, UpstreamError
 
 SESSION_NAME_CHARS = re.compile(r"[^\w+=,.@-]")
 
@@ -70,7 +72,15 @@ class AzureWebIdentityTokenLoader:
         self._who = who
 
     def __call__(self) -> str:
-        return get_token(self._credential, self._audience, self._who).token
+        # For a managed identity the scope is the resource (App ID URI) plus `/.default`.
+        scope = self._audience if self._audience.endswith("/.default") else self._audience.rstrip("/") + "/.default"
+        try:
+            return self._credential.get_token(scope).token
+        except CrossCloudError:
+            raise  # already explained (the app passes a credential that names its failures)
+        except AzureError as exc:  # a lifted module with a plain azure-identity credential
+            raise IdentityError(f"{self._who} could not get a token for {self._audience} "
+                                f"({type(exc).__name__})") from None
 
 
 def explain_sts_error(code: str, message: str, role_arn: str, audience: str) -> tuple[str, bool]:

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from crosscloud import trust_policy
+from crosscloud.doctor import trust_policy
 
 SHOWN = ("iss", "aud", "sub", "oid", "tid", "appid", "azp", "ver", "exp")
 V1_ISSUER = re.compile(r"^https://sts\.windows\.net/([0-9a-fA-F-]{36})/$")

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crosscloud import doctor_aws as aws
-from crosscloud import doctor_checks as azure
-from crosscloud.doctor_checks import Context, Outcome, Skip
+from crosscloud.doctor import aws, azure
+from crosscloud.doctor.model import Context, Outcome, Skip
 from crosscloud.errors import BadRequest, CrossCloudError
 from crosscloud.settings import Settings
 

@@ -27,9 +27,10 @@ from azure.core.credentials import TokenCredential
 from botocore.credentials import AssumeRoleWithWebIdentityCredentialFetcher
 from botocore.utils import JSONFileCache, parse_timestamp
 
-from crosscloud import entra_errors, identity
+from crosscloud.auth import identity
+from crosscloud.auth.federation import AzureWebIdentityTokenLoader, FederationTarget, explaining, role_session_name
+from crosscloud.doctor import entra_errors
 from crosscloud.errors import CrossCloudError, IdentityError, SettingError
-from crosscloud.federation import AzureWebIdentityTokenLoader, FederationTarget, explaining, role_session_name
 from crosscloud.settings import Settings
 
 CACHE_ENV = "CROSSCLOUD_CACHE_DIR"

@@ -1,82 +1,26 @@
-"""The doctor's model (Context, Outcome, Skip) and its checks up to the token's claims.
+"""The doctor's checks up to the token's claims: settings, identity, Azure Storage, the Entra
+token for AWS and its claims (the AWS side is in `aws.py`).
 
-Settings, identity, Azure Storage, the Entra token for AWS and its claims; the AWS side is in
-`doctor_aws`. Each check reads what earlier checks left in the `Context` and returns an
-`Outcome`; a check that needs an earlier one which did not pass raises `Skip` naming it.
-Tokens and AWS credentials live only in the `Context` (memory), never in an `Outcome`.
+Each check reads what earlier checks left in the `Context` and returns an `Outcome`; a check
+that needs an earlier one which did not pass raises `Skip` naming it. Tokens and AWS
+credentials live only in the `Context` (memory), never in an `Outcome`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from azure.core.credentials import TokenCredential
-
-from crosscloud import entra_errors, identity, token_claims, wiring
+from crosscloud.auth import identity
+from crosscloud.doctor import entra_errors, token_claims
+from crosscloud.doctor.model import Context, Outcome
 from crosscloud.errors import CrossCloudError, IdentityError, SettingError
 from crosscloud.settings import Settings
+from crosscloud.stores import factory
 
 STORAGE_RESOURCE = "https://storage.azure.com"
-PASSING = ("pass", "warn")
-
-
-class Skip(Exception):
-    """The check cannot run because something it needs is missing; the message says what.
-
-    `root` is the first broken link (e.g. "aws_token failed"), carried down the chain so a
-    check three steps later still names it.
-    """
-
-    def __init__(self, message: str, root: str | None = None):
-        super().__init__(message)
-        self.root = root or message
-
-
-@dataclass
-class Outcome:
-    status: str  # pass | fail | warn | skip
-    detail: str
-    fix: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Context:
-    """What the checks learn, in memory only. `token` and `aws_credentials` are secrets."""
-
-    env: Mapping[str, str]
-    settings: Settings
-    trust_policy: dict[str, Any] | None = None
-    trust_policy_source: str | None = None
-    statuses: dict[str, str] = field(default_factory=dict)
-    skip_roots: dict[str, str] = field(default_factory=dict)
-    values: dict[str, Any] = field(default_factory=dict)
-    bad_settings: set[str] = field(default_factory=set)
-    credential: TokenCredential | None = None
-    who: str = "the managed identity"
-    principal: str | None = None
-    token: str | None = None
-    claims: dict[str, Any] | None = None
-    trust: token_claims.AwsTrust | None = None
-    aws_credentials: dict[str, Any] | None = None
-    sts_error: str | None = None
-
-    def needs(self, *checks: str, settings: tuple[str, ...] = ()) -> None:
-        for name in checks:
-            status = self.statuses.get(name, "not run")
-            if status == "skip":
-                root = self.skip_roots.get(name, f"{name} was skipped")
-                raise Skip(f"needs {name}, skipped because {root}", root)
-            if status not in PASSING:
-                raise Skip(f"needs {name}, which failed", f"{name} failed")
-        bad = [s for s in settings if s in self.bad_settings]
-        if bad:
-            raise Skip(f"needs {', '.join(bad)}, which is missing or malformed (see settings)",
-                       f"{', '.join(bad)} is missing or malformed")
 
 
 # --- settings and identity -------------------------------------------------------------------
@@ -187,7 +131,7 @@ def check_container(ctx: Context) -> Outcome:
     ctx.needs("storage_token", settings=("AZURE_STORAGE_CONTAINER_URL",))
     url = ctx.values["AZURE_STORAGE_CONTAINER_URL"]
     try:
-        page = next(iter(wiring.azure_store(ctx.settings).list_pages(page_size=1)), None)
+        page = next(iter(factory.azure_store(ctx.settings).list_pages(page_size=1)), None)
     except CrossCloudError as exc:
         _, container, scope = _container_scope(url)
         if exc.code == "azure_forbidden":

@@ -19,10 +19,11 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from crosscloud import token_claims, trust_policy, wiring
-from crosscloud.doctor_checks import Context, Outcome, Skip
+from crosscloud.auth.federation import explain_sts_error, role_session_name
+from crosscloud.doctor import token_claims, trust_policy
+from crosscloud.doctor.model import Context, Outcome, Skip
 from crosscloud.errors import CrossCloudError
-from crosscloud.federation import explain_sts_error, role_session_name
+from crosscloud.stores import factory
 from crosscloud.stores.s3 import s3_errors
 
 
@@ -190,7 +191,7 @@ def check_s3_list(ctx: Context) -> Outcome:
     ctx.needs("sts_exchange", settings=("S3_BUCKET",))
     bucket, role = ctx.values["S3_BUCKET"], ctx.values["AWS_ROLE_ARN"]
     try:
-        page = next(iter(wiring.s3_store(ctx.settings).list_pages(page_size=1)), None)
+        page = next(iter(factory.s3_store(ctx.settings).list_pages(page_size=1)), None)
     except CrossCloudError as exc:
         fixes = {"s3_forbidden": f"allow s3:ListBucket on arn:aws:s3:::{bucket} to {role} "
                                  "(infra/policies/s3-read.json.tpl)",
@@ -210,7 +211,7 @@ def check_backup_write(ctx: Context) -> Outcome:
         raise Skip(f"STS refused the token itself ({ctx.sts_error}, see sts_exchange), whichever the role")
     key = f"{prefix}.crosscloud/doctor-probe-{uuid.uuid4().hex[:12]}"
     try:
-        client = wiring.s3_store(ctx.settings, backup=True).client
+        client = factory.s3_store(ctx.settings, backup=True).client
         with s3_errors("start a multipart upload", bucket, role, key):
             upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
     except CrossCloudError as exc:

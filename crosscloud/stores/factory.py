@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from crosscloud import identity
-from crosscloud.federation import FederationTarget, shared_session
+from crosscloud.auth import identity
+from crosscloud.auth.federation import FederationTarget, shared_session
 from crosscloud.settings import Settings
 from crosscloud.stores.azure import CHUNK, AzureBlobStore
 from crosscloud.stores.base import ObjectStore
@@ -68,7 +68,7 @@ def store_for(source: str, settings: Settings | None = None) -> ObjectStore:
 
 
 def reset_for_tests() -> None:
-    from crosscloud import federation
+    from crosscloud.auth import federation
 
     with _lock:
         _cache.clear()

@@ -7,7 +7,7 @@ Azure container -> S3 prefix by the settings. One run:
    killed run left under the prefix (only the lease holder may, so no live upload is hit);
 2. lists the destination prefix once (key -> size, ETag) and streams the source listing:
    absent or a different size means copy; the same size means compare the source ETag with
-   the one the copy was made from: known from the backup index (`backup_index.py`) while
+   the one the copy was made from: known from the backup index (`index.py`) while
    the destination ETag is unchanged, else from a HEAD of the object's
    `crosscloud-source-etag` metadata (HEADs run concurrently);
 3. copies through `VerifyingStream` (size, per-part SHA-256 checked by S3 before the upload
@@ -34,10 +34,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
-from crosscloud import backup_index
-from crosscloud.backup_config import MIB, RESERVED, BackupConfig, MemoryBudget
-from crosscloud.backup_report import MAX_LISTED_FAILURES, BackupReport, Counters, Failure, utc_iso
-from crosscloud.backup_stream import VerifyingStream, b64
+from crosscloud.backup import index
+from crosscloud.backup.config import MIB, RESERVED, BackupConfig, MemoryBudget
+from crosscloud.backup.lease import LEASE_NAME, Lease
+from crosscloud.backup.report import MAX_LISTED_FAILURES, BackupReport, Counters, Failure, utc_iso
+from crosscloud.backup.stream import VerifyingStream, b64
 from crosscloud.errors import (
     CrossCloudError,
     FederationError,
@@ -45,7 +46,6 @@ from crosscloud.errors import (
     NotFound,
     SettingError,
 )
-from crosscloud.lease import LEASE_NAME, Lease
 from crosscloud.settings import Settings
 from crosscloud.stores.base import MAX_KEY_BYTES, ObjectInfo, ObjectStore, PutOptions
 
@@ -146,7 +146,7 @@ class Backup:
 
     def _load_index(self) -> None:
         """Index entries whose destination ETag the listing still shows (the others are stale)."""
-        entries = backup_index.load(self.dest, self.config.prefix + backup_index.INDEX_NAME)
+        entries = index.load(self.dest, self.config.prefix + index.INDEX_NAME)
         scope = self.config.source_prefix
         for key, (dest_etag, source_etag) in entries.items():
             if not key.startswith(scope):
@@ -161,7 +161,7 @@ class Backup:
             entries = {**self._index_carry, **self._known}
         meta = {"run_id": self.run_id, "written": utc_iso(dt.datetime.now(dt.UTC))}
         try:
-            backup_index.save(self.dest, self.config.prefix + backup_index.INDEX_NAME,
+            index.save(self.dest, self.config.prefix + index.INDEX_NAME,
                               ((k, d, s) for k, (d, s) in sorted(entries.items())), meta, self.config.part_size)
         except CrossCloudError as exc:  # the next run falls back to HEADs; the copies stand
             log.warning("backup %s could not write its index: %s", self.run_id, exc.message)

@@ -1,0 +1,1 @@
+"""Who we are in both clouds: the managed identity, its federation into AWS, credential_process."""
