@@ -26,6 +26,8 @@ class BackupConfig:
     checkers: int = 16  # destination HEADs at once
     memory_budget: int = 256 * MIB  # bytes buffered by all copies together (one copy may exceed)
     time_budget_s: float = 1500  # under host.json's functionTimeout of 30 min
+    finish_grace_s: float = 20  # in-flight copies are cut (left pending) this long after the budget
+    assumed_mib_s: float = 32  # cautious per-copy rate: a copy that could not finish in time is not started
     lease_ttl_s: float = 300
     attempts: int = 3
     retry_base_s: float = 1.0

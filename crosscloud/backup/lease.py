@@ -158,7 +158,10 @@ class Lease:
         """Stop renewing and mark the lease expired (only if it is still ours)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=min(self.ttl, 5))
+            if self._thread.is_alive():  # a renewal is stuck: writing now could race it
+                log.warning("backup run %s left its lease to expire (a renewal is still pending)", self.run_id)
+                return
         if self.lost.is_set() or self.etag is None:
             return
         try:

@@ -33,7 +33,8 @@ class BackupReport:
     copied: int = 0  # in a dry run: would be copied
     skipped: int = 0
     failed_count: int = 0
-    pending: int = 0  # known to need a copy, not started (budget or lease ran out)
+    pending: int = 0  # known to need a copy, not done (budget, lease or outage stopped the run)
+    pending_bytes: int = 0  # their total size: how much is left for the next run
     bytes_copied: int = 0
     duration_s: float = 0.0
     throughput_mib_s: float = 0.0
@@ -116,7 +117,7 @@ def summary(report: BackupReport) -> str:
     lines = [f"backup {report.run_id}{' (dry run)' if report.dry_run else ''}: {state}",
              f"  {report.source} -> {report.destination}",
              f"  {verb} {report.copied} ({human_bytes(report.bytes_copied)}), skipped {report.skipped}, "
-             f"failed {report.failed_count}, pending {report.pending}",
+             f"failed {report.failed_count}, pending {report.pending} ({human_bytes(report.pending_bytes)})",
              f"  {report.duration_s:.1f} s, {report.throughput_mib_s:.1f} MiB/s"]
     if report.incomplete_uploads_aborted:
         lines.append(f"  aborted {report.incomplete_uploads_aborted} incomplete upload(s) of an earlier run")

@@ -27,8 +27,10 @@ from azure.storage.blob import ContentSettings
 from botocore.exceptions import ClientError
 
 from crosscloud import backup
+from crosscloud.backup.config import BackupConfig
 from crosscloud.backup.lease import LEASE_NAME, Lease, LeaseHeld
-from crosscloud.backup.run import SOURCE_ETAG, Backup, BackupConfig
+from crosscloud.backup.metadata import SOURCE_ETAG
+from crosscloud.backup.run import Backup
 from crosscloud.errors import UpstreamError
 from crosscloud.settings import Settings
 from crosscloud.stores import factory
@@ -321,3 +323,16 @@ def test_http_function_and_timer_run_the_configured_backup(scope, caplog):
     assert again.status_code == 200
     body = json.loads(again.get_body())
     assert (body["copied"], body["skipped"], body["complete"]) == (0, 2, True)
+
+
+def test_an_http_budget_run_answers_in_time_with_large_objects_pending(scope):
+    """POST /api/backup's rule (front end cuts at 230 s): a copy that cannot finish in the
+    remaining budget is not started; it is reported pending with its bytes, the small ones copy."""
+    scope.seed({"small.txt": b"small", "large.bin": os.urandom(24 * MIB)})
+    started = time.monotonic()
+    report = engine(time_budget_s=1.0, assumed_mib_s=8).run()  # 1 s at 8 MiB/s: 24 MiB does not fit
+    assert time.monotonic() - started < 10
+    assert (report.copied, report.pending, report.pending_bytes) == (1, 1, 24 * MIB)
+    assert not report.complete
+    assert scope.data_keys() == {"small.txt"}
+    assert scope.uploads() == []  # nothing was started for the large one
