@@ -3,61 +3,116 @@
 S3 listings carry size and ETag but not user metadata, so telling "unchanged" from the
 listings alone needs one more fact per object: which source version the bytes behind a
 destination ETag came from. The index (`<prefix>.crosscloud/index.jsonl.gz`, gzip JSON
-lines `[key, dest_etag, source_etag]`) records that fact for every copy this engine made or
-checked. It is a cache, never the truth: an entry is used only while the destination
-listing still shows the same ETag (same bytes), otherwise the run falls back to a HEAD of
-the object's `crosscloud-source-etag` metadata. A lost or stale index costs HEADs, not
-correctness. Only the lease holder writes it, at the end of a run.
+lines `[key, dest_etag, source_etag]` after a header) records that fact for every copy this
+engine made or checked. It is a cache, never the truth: an entry is used only while the
+destination listing still shows the same ETag (same bytes), otherwise the run falls back to
+a HEAD of the object's `crosscloud-source-etag` metadata. A lost or stale index costs HEADs,
+not correctness. Only the lease holder writes it, at the end of a run.
+
+Memory stays bounded by the object count: the index is sorted in the source's listing order
+(named in the header), so a run reads it in step with the source listing (`walk.py`), and
+writes the next one with an external merge sort through temporary files.
 """
 
 from __future__ import annotations
 
 import gzip
+import heapq
 import json
 import logging
 import tempfile
-from collections.abc import Iterable
-from typing import Any, BinaryIO, cast
+from collections.abc import Iterator
+from itertools import count
+from typing import IO, Any, BinaryIO, cast
 
+from crosscloud.backup.walk import SortKey
 from crosscloud.errors import CrossCloudError, NotFound
 from crosscloud.stores.base import ObjectStore, PutOptions
 
 log = logging.getLogger("crosscloud.backup")
 INDEX_NAME = ".crosscloud/index.jsonl.gz"
-VERSION = 1
+VERSION = 2  # 1 was sorted by code point whatever the source; it is ignored (costs HEADs once)
+RUN_SIZE = 50_000  # entries sorted in memory at once (a few MiB)
+
+Entry = tuple[str, str]  # (destination ETag, source ETag)
 
 
-def load(store: ObjectStore, key: str) -> dict[str, tuple[str, str]]:
-    """key (relative to the prefix) -> (destination ETag, source ETag); empty if unreadable."""
-    entries: dict[str, tuple[str, str]] = {}
-    try:
-        with store.open(key) as reader, gzip.GzipFile(fileobj=cast(BinaryIO, reader)) as lines:
-            header = json.loads(lines.readline() or b"{}")
-            if header.get("version") != VERSION:
-                return {}
-            for line in lines:
-                relative, dest_etag, source_etag = json.loads(line)
-                entries[relative] = (dest_etag, source_etag)
-    except NotFound:
-        return {}
-    except (CrossCloudError, OSError, EOFError, ValueError, TypeError) as exc:
-        # A damaged index only costs HEADs; say so and carry on without it.
-        log.warning("backup index %s unusable (%s); checking objects with HEAD instead", key,
-                    exc.message if isinstance(exc, CrossCloudError) else type(exc).__name__)
-        return {}
-    return entries
+def read(store: ObjectStore, key: str, order_name: str) -> Iterator[tuple[str, Entry]]:
+    """The entries in file order, if the index is in `order_name`; nothing if absent or unusable.
+
+    The file is fetched to local disk first: the run reads it slowly, in step with the source
+    listing, and a download left idle that long would be cut by the service.
+    """
+    with tempfile.TemporaryFile() as local:
+        try:
+            with store.open(key) as reader:
+                for chunk in reader.iter_chunks():
+                    local.write(chunk)
+            local.seek(0)
+            with gzip.GzipFile(fileobj=local) as lines:
+                header = json.loads(lines.readline() or b"{}")
+                if header.get("version") != VERSION or header.get("order") != order_name:
+                    return
+                for line in lines:
+                    relative, dest_etag, source_etag = json.loads(line)
+                    yield relative, (dest_etag, source_etag)
+        except NotFound:
+            return
+        except (CrossCloudError, OSError, EOFError, ValueError, TypeError) as exc:
+            # A damaged index only costs HEADs; say so and carry on without the rest of it.
+            log.warning("backup index %s unusable (%s); checking objects with HEAD instead", key,
+                        exc.message if isinstance(exc, CrossCloudError) else type(exc).__name__)
 
 
-def save(store: ObjectStore, key: str, entries: Iterable[tuple[str, str, str]], meta: dict[str, Any],
-         part_size: int) -> None:
-    """Write the index (spooled to disk above 8 MiB, so memory stays bounded)."""
-    with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
-        with gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=5) as out:
-            out.write(json.dumps({"version": VERSION, **meta}).encode() + b"\n")
-            for entry in entries:
-                out.write(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
-        size = spool.tell()
-        spool.seek(0)
-        store.put(key, cast(BinaryIO, spool), size,
-                  PutOptions(content_type="application/gzip", part_size=part_size,
-                             multipart_threshold=part_size))
+class IndexWriter:
+    """Collects entries in any order (the last one added for a key wins) and writes them sorted."""
+
+    def __init__(self, order: SortKey, order_name: str):
+        self._order, self._order_name = order, order_name
+        self._seq = count()
+        self._batch: list[tuple[Any, int, str, str | None, str | None]] = []
+        self._runs: list[IO[str]] = []
+
+    def add(self, key: str, dest_etag: str | None, source_etag: str | None) -> None:
+        """Record an entry; `None` ETags record that the key has no valid entry (a tombstone)."""
+        self._batch.append((self._order(key), next(self._seq), key, dest_etag, source_etag))
+        if len(self._batch) >= RUN_SIZE:
+            self._spill()
+
+    def _spill(self) -> None:
+        run = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed in _entries
+        self._batch.sort(key=lambda e: (e[0], e[1]))
+        for _, seq, key, dest_etag, source_etag in self._batch:
+            run.write(json.dumps([seq, key, dest_etag, source_etag], ensure_ascii=False) + "\n")
+        run.seek(0)
+        self._runs.append(run)
+        self._batch = []
+
+    def _entries(self) -> Iterator[tuple[str, str, str]]:
+        """Merged and sorted, the last entry per key, tombstones dropped."""
+        self._spill()
+        runs = [((self._order(e[1]), e[0], *e[1:]) for e in map(json.loads, run)) for run in self._runs]
+        last: tuple[str, str | None, str | None] | None = None
+        try:
+            for _, _, key, dest_etag, source_etag in heapq.merge(*runs, key=lambda e: (e[0], e[1])):
+                if last is not None and last[0] != key and last[1] and last[2]:
+                    yield last  # type: ignore[misc]
+                last = (key, dest_etag, source_etag)
+            if last is not None and last[1] and last[2]:
+                yield last  # type: ignore[misc]
+        finally:
+            for run in self._runs:
+                run.close()
+
+    def save(self, store: ObjectStore, key: str, meta: dict[str, Any], part_size: int) -> None:
+        """Write the index (spooled to disk above 8 MiB, so memory stays bounded)."""
+        with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
+            with gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=5) as out:
+                out.write(json.dumps({"version": VERSION, "order": self._order_name, **meta}).encode() + b"\n")
+                for entry in self._entries():
+                    out.write(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
+            size = spool.tell()
+            spool.seek(0)
+            store.put(key, cast(BinaryIO, spool), size,
+                      PutOptions(content_type="application/gzip", part_size=part_size,
+                                 multipart_threshold=part_size))

@@ -1,11 +1,12 @@
 """The backup planner: decides, per source object, copy / skip / look first, from the listings.
 
 Inputs are the destination listing (key -> size, ETag) and the backup index (which source
-ETag each destination ETag was copied from). Absent or a different size means copy; the
-same size means compare the source ETag with the one the copy was made from: known from
-the index while the destination ETag is unchanged, else from a HEAD of the copy's
-`crosscloud-source-etag` metadata (`check`). The planner only decides and remembers; it
-never copies.
+ETag each destination ETag was copied from), both walked in step with the source listing
+(`walk.py`), so memory does not grow with the number of objects. Absent or a different size
+means copy; the same size means compare the source ETag with the one the copy was made
+from: known from the index while the destination ETag is unchanged, else from a HEAD of the
+copy's `crosscloud-source-etag` metadata (`check`). The planner only decides and remembers;
+it never copies. `classify` must see the source keys in the source's listing order.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from crosscloud.backup import index
 from crosscloud.backup.config import RESERVED, BackupConfig
 from crosscloud.backup.metadata import SOURCE_ETAG
 from crosscloud.backup.report import utc_iso
+from crosscloud.backup.walk import InOrderLookup, order_of, prefetch
 from crosscloud.errors import CrossCloudError, NotFound
 from crosscloud.stores.base import MAX_KEY_BYTES, ObjectInfo, ObjectStore
 
@@ -42,28 +44,33 @@ class Decision:
 class BackupPlanner:
     """What the destination holds, and what each copy is a copy of (thread-safe)."""
 
-    def __init__(self, dest: ObjectStore, config: BackupConfig):
+    def __init__(self, dest: ObjectStore, config: BackupConfig, source_name: str = "azure"):
         self.dest, self.config = dest, config
         self._lock = threading.Lock()
-        self._listing: dict[str, tuple[int, str]] = {}  # destination: key -> (size, ETag)
-        self._known: dict[str, tuple[str, str]] = {}  # key -> (destination ETag, source ETag)
-        self._index_carry: dict[str, tuple[str, str]] = {}  # index entries outside this run's scope
+        self._order_name = "utf-16" if source_name == "azure" else "utf-8"
+        self._source_order = order_of(source_name)
+        self._listing: InOrderLookup[tuple[int, str]] | None = None
+        self._index: InOrderLookup[index.Entry] | None = None
+        self._next = index.IndexWriter(self._source_order, self._order_name)
 
     def prepare(self) -> None:
-        """List the destination prefix once and load the index entries that still hold."""
-        prefix = self.config.prefix
-        for info in self.dest.list(prefix + self.config.source_prefix):
-            relative = info.key[len(prefix):]
-            if not relative.startswith(RESERVED):
-                self._listing[relative] = (info.size, info.etag)
-        scope = self.config.source_prefix
-        for key, (dest_etag, source_etag) in index.load(self.dest, prefix + index.INDEX_NAME).items():
-            if not key.startswith(scope):
-                self._index_carry[key] = (dest_etag, source_etag)
-            elif key in self._listing and self._listing[key][1] == dest_etag:  # else stale
-                self._known[key] = (dest_etag, source_etag)
+        """Open the destination listing and the index; both are read as the source goes."""
+        prefix, scope = self.config.prefix, self.config.source_prefix
+        listing = ((info.key[len(prefix):], (info.size, info.etag))
+                   for page in prefetch(self.dest.list_pages(prefix + scope)) for info in page.items)
+        self._listing = InOrderLookup(listing, order_of(self.dest.name))
+        entries = index.read(self.dest, prefix + index.INDEX_NAME, self._order_name)
+        # Entries passed over outside the scope are kept; inside it their source is gone.
+        self._index = InOrderLookup(entries, self._source_order, passed=self._carry_outside_scope)
+
+    def _carry_outside_scope(self, key: str, entry: index.Entry) -> None:
+        if not key.startswith(self.config.source_prefix):
+            self._next.add(key, *entry)
 
     def classify(self, info: ObjectInfo) -> Decision:
+        """Called from one thread, in the source's listing order."""
+        if self._listing is None or self._index is None:
+            raise RuntimeError("BackupPlanner.prepare() must run first")
         dest_key = self.config.prefix + info.key
         if info.key.startswith(RESERVED):
             return Decision(Action.REFUSE, f"the name maps into the reserved {RESERVED} area of the "
@@ -71,13 +78,18 @@ class BackupPlanner:
         if len(dest_key.encode("utf-8")) > MAX_KEY_BYTES:
             return Decision(Action.REFUSE, f"the destination key is {len(dest_key.encode('utf-8'))} bytes "
                                            f"in UTF-8; S3 allows at most {MAX_KEY_BYTES}")
-        size, dest_etag = self._listing.get(info.key, (None, None))
-        if size is None or size != info.size:
+        listed = self._listing.find(info.key)
+        known = self._index.find(info.key)
+        if listed is None:
             return Decision(Action.COPY)
-        known = self._known.get(info.key)
-        if known is not None and known[0] == dest_etag:
-            return Decision(Action.SKIP if known[1] == info.etag else Action.COPY)
-        return Decision(Action.CHECK)
+        size, dest_etag = listed
+        if known is None or known[0] != dest_etag:
+            return Decision(Action.COPY if size != info.size else Action.CHECK)
+        with self._lock:
+            self._next.add(info.key, *known)  # still true, whatever happens next
+        if size == info.size and known[1] == info.etag:
+            return Decision(Action.SKIP)
+        return Decision(Action.COPY)
 
     def check(self, info: ObjectInfo) -> bool:
         """HEAD the copy: True if it must be copied again. Raises what the HEAD raised."""
@@ -92,17 +104,15 @@ class BackupPlanner:
     def learn(self, key: str, dest_etag: str, source_etag: str | None) -> None:
         """Remember (or forget, with None) what the copy behind `dest_etag` is a copy of."""
         with self._lock:
-            if source_etag:
-                self._known[key] = (dest_etag, source_etag)
-            else:
-                self._known.pop(key, None)
+            self._next.add(key, dest_etag if source_etag else None, source_etag)
 
     def save_index(self, run_id: str) -> None:
         with self._lock:
-            entries = {**self._index_carry, **self._known}
-        meta = {"run_id": run_id, "written": utc_iso(dt.datetime.now(dt.UTC))}
-        try:
-            index.save(self.dest, self.config.prefix + index.INDEX_NAME,
-                       ((k, d, s) for k, (d, s) in sorted(entries.items())), meta, self.config.part_size)
-        except CrossCloudError as exc:  # the next run falls back to HEADs; the copies stand
-            log.warning("backup %s could not write its index: %s", run_id, exc.message)
+            if self._index is not None:  # entries the run did not reach stay (validated next time)
+                for key, entry in self._index.rest():
+                    self._next.add(key, *entry)
+            meta = {"run_id": run_id, "written": utc_iso(dt.datetime.now(dt.UTC))}
+            try:
+                self._next.save(self.dest, self.config.prefix + index.INDEX_NAME, meta, self.config.part_size)
+            except CrossCloudError as exc:  # the next run falls back to HEADs; the copies stand
+                log.warning("backup %s could not write its index: %s", run_id, exc.message)

@@ -336,3 +336,17 @@ def test_an_http_budget_run_answers_in_time_with_large_objects_pending(scope):
     assert not report.complete
     assert scope.data_keys() == {"small.txt"}
     assert scope.uploads() == []  # nothing was started for the large one
+
+
+def test_names_that_azure_and_s3_order_differently_are_compared_without_heads(scope, monkeypatch):
+    """Azure lists in UTF-16 code-unit order, S3 in UTF-8 byte order: `a😀` and `a～` swap
+    places. The rerun walks both listings in step and still sends no HEAD and no copy."""
+    names = ["a0", "a😀", "a～", "a😀/x", "a～/y", "b", "（括弧）", "😀😀"]
+    scope.seed({name: name.encode() * 3 for name in names})
+    first = backup.run_configured()
+    assert (first.copied, first.failed_count, first.complete) == (len(names), 0, True)
+    heads = count_calls(monkeypatch, factory.s3_store(backup=True), "stat")
+    second = backup.run_configured()
+    assert (second.copied, second.skipped, second.complete) == (0, len(names), True)
+    assert heads == []
+    scope.assert_identical(names)

@@ -1,0 +1,128 @@
+"""Walks a sorted listing in step with the source's listing, so memory never holds either whole.
+
+The planner looks up each source key, in the source's order, in a stream sorted in another
+store's order. Azure lists in UTF-16 code-unit order, S3 in UTF-8 byte order (code-point
+order); the two differ only where, at the first differing character, one key has a
+character above U+FFFF and the other one in U+E000-U+FFFF. So an entry the walk passes over
+can be wanted later only if it holds such a character ("astral-sensitive"); those few are
+kept aside, everything else passed over is dropped. Memory: the stream's current page plus
+the astral-sensitive keys passed over, however many objects there are.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+SortKey = Callable[[str], object]
+
+
+def utf8_order(key: str) -> str:
+    """S3's order: UTF-8 bytes, which is Python's own code-point order of `str`."""
+    return key
+
+
+def utf16_order(key: str) -> bytes:
+    """Azure's order: UTF-16 code units (big-endian bytes compare like the units)."""
+    return key.encode("utf-16-be", "surrogatepass")
+
+
+def order_of(store_name: str) -> SortKey:
+    """The listing order of a store, by its name (Azure: UTF-16; S3 and others: UTF-8)."""
+    return utf16_order if store_name == "azure" else utf8_order
+
+
+def astral_sensitive(key: str) -> bool:
+    """Whether UTF-8 and UTF-16 orders may place `key` differently against some other key."""
+    return any(ord(ch) >= 0xE000 for ch in key)
+
+
+class InOrderLookup(Generic[T]):
+    """Looks up keys arriving in ascending source order in `entries`, sorted by `order`.
+
+    `passed(key, value)` is told about every entry walked past without a match (the caller
+    decides whether it is stale or must be kept).
+    """
+
+    def __init__(self, entries: Iterator[tuple[str, T]], order: SortKey,
+                 passed: Callable[[str, T], None] | None = None):
+        self._entries = entries
+        self._order = order
+        self._passed = passed
+        self._head: tuple[str, T] | None = None
+        self._exhausted = False
+        self._aside: dict[str, T] = {}
+        self._advance()
+
+    def _advance(self) -> None:
+        self._head = next(self._entries, None)
+        self._exhausted = self._head is None
+
+    def find(self, key: str) -> T | None:
+        """The entry for `key`, or None if the stream has none."""
+        if key in self._aside:
+            return self._aside.pop(key)
+        wanted = self._order(key)
+        while self._head is not None and self._order(self._head[0]) < wanted:  # type: ignore[operator]
+            head_key, value = self._head
+            if astral_sensitive(head_key):
+                self._aside[head_key] = value  # a later source key may still be this one
+            elif self._passed is not None:
+                self._passed(head_key, value)
+            self._advance()
+        if self._head is not None and self._head[0] == key:
+            _, value = self._head
+            self._advance()
+            return value
+        return None
+
+    def rest(self) -> Iterator[tuple[str, T]]:
+        """Every entry not found so far (kept aside or not yet reached)."""
+        yield from self._aside.items()
+        self._aside = {}
+        while self._head is not None:
+            yield self._head
+            self._advance()
+
+
+_END = object()
+
+
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """`items`, fetched up to `depth` ahead on a thread of its own (listing pages while the
+    source is compared); errors are raised where the item would have been."""
+    ahead: queue.Queue[object] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False  # the consumer has gone: stop fetching
+
+    def fill() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    return
+            offer(_END)
+        except BaseException as exc:  # handed to the consumer, raised where the item would be
+            offer(exc)
+
+    threading.Thread(target=fill, name="listing-prefetch", daemon=True).start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
