@@ -11,7 +11,9 @@ to us and are closed here by wrapping two moto entry points:
 2. moto's `AssumeRoleWithWebIdentity` accepts any token. `validate_web_identity` checks it
    the way STS does: registered OIDC provider for `iss`, `aud` in its client-ID list,
    RS256 signature against the issuer's JWKS, expiry, the role's existence and its trust
-   policy conditions (`crosscloud.doctor.trust_policy`), answering with AWS's error codes.
+   policy, judged by `devstack.iam_conditions` (written from AWS's IAM policy docs, never
+   crosscloud's evaluator, which tests/unit/test_trust_differential.py holds to the same
+   verdicts), answering with AWS's error codes.
 
 Known gap, left as moto has it: conditions in *identity* policies are not evaluated
 (moto checks StringEquals only, without request context), so the backup role's
@@ -42,8 +44,7 @@ from moto.s3 import exceptions as s3_exceptions
 from moto.sts.exceptions import STSClientError
 from moto.sts.responses import TokenResponse
 
-from crosscloud.doctor import trust_policy
-from devstack import config
+from devstack import config, iam_conditions
 
 log = logging.getLogger("devstack.aws")
 UNSIGNED_STS_ACTIONS = {"AssumeRoleWithWebIdentity", "AssumeRoleWithSAML"}
@@ -117,8 +118,7 @@ def validate_web_identity(params: dict[str, str], discovery: OidcDiscovery) -> d
     issuer = str(unverified.get("iss", ""))
     account = config.ACCOUNT_ID
     iam = iam_backends[account]["aws"]
-    provider_key = trust_policy.provider_key(issuer)
-    provider_arn = f"arn:aws:iam::{account}:oidc-provider/{provider_key}"
+    provider_arn = f"arn:aws:iam::{account}:oidc-provider/{iam_conditions.oidc_provider_name(issuer)}"
     provider = iam.open_id_providers.get(provider_arn)
     if provider is None:
         raise StsError("InvalidIdentityToken",
@@ -151,11 +151,14 @@ def validate_web_identity(params: dict[str, str], discovery: OidcDiscovery) -> d
         raise not_authorized from None
     if role.arn != role_arn:
         raise not_authorized
-    verdict = trust_policy.evaluate(role.assume_role_policy_document, provider_arn,
-                                    trust_policy.context_from_claims(issuer, claims))
-    if not verdict.allowed:
-        log.info("trust policy refused %s: %s %s", role_arn, verdict.reason,
-                 verdict.failed_conditions)
+    try:
+        decision = iam_conditions.decide(role.assume_role_policy_document, provider_arn,
+                                         iam_conditions.web_identity_context(issuer, claims))
+    except iam_conditions.UnsupportedCondition as exc:
+        log.warning("trust policy of %s cannot be judged locally: %s", role_arn, exc)
+        raise not_authorized from None
+    if decision is not iam_conditions.Decision.ALLOW:
+        log.info("trust policy refused %s: %s", role_arn, decision.value)
         raise not_authorized
     duration = int(params.get("DurationSeconds") or 3600)
     if not 900 <= duration <= int(role.max_session_duration):
@@ -248,7 +251,7 @@ def install(discovery: OidcDiscovery) -> None:
         result.result["SubjectFromWebIdentityToken"] = claims["sub"]
         result.result["Audience"] = claims["aud"]
         result.result["Provider"] = f"arn:aws:iam::{config.ACCOUNT_ID}:oidc-provider/" \
-                                    f"{trust_policy.provider_key(claims['iss'])}"
+                                    f"{iam_conditions.oidc_provider_name(claims['iss'])}"
         _count("AssumeRoleWithWebIdentity:ok")
         return result
 

@@ -181,7 +181,8 @@ def _condition_fixes(ctx: Context, failed: list[str], key: str) -> list[str]:
         elif f"{key}:aud" in condition:
             fixes.append(f"set {key}:aud to the token's aud {token_claims.single_audience(claims)}")
         elif f"{key}:oid" in condition:
-            fixes.append(f"add the token's oid {claims.get('oid')} to the {key}:oid condition")
+            fixes.append(f"AWS sets no {key}:oid key (only aud, sub and amr reach a trust policy): pin "
+                         f"{key}:sub = {claims.get('sub')} instead")
         else:
             fixes.append(f"review the condition: {condition}")
     return fixes

@@ -1,18 +1,18 @@
 """Offline evaluation of an IAM role trust policy against a web-identity token's claims.
 
 AWS answers a failed trust check with a bare `AccessDenied`. Evaluating the same policy
-locally lets the doctor name the exact condition that fails. The local AWS emulator uses
-this module too, so what the tests enforce is what the doctor explains.
+locally lets the doctor name the exact condition that fails. The local AWS emulator has its
+own, separately written judge (devstack/iam_conditions.py); tests/unit/test_trust_differential.py
+holds both to AWS's documented verdicts.
 
 Scope: the statement shapes used for OIDC federation — `Principal.Federated`,
-`sts:AssumeRoleWithWebIdentity`, and String* condition operators (optionally with
-`ForAnyValue:` / `ForAllValues:` and `IfExists`) on the provider's `aud`, `sub`, `oid`,
-`amr` keys.
+`sts:AssumeRoleWithWebIdentity`, String* condition operators (optionally with
+`ForAnyValue:` / `ForAllValues:` and `IfExists`) and `Null`, on the keys AWS sets for a web
+identity: the provider's `aud`, `sub`, `amr` (key names compare case-insensitively).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ACTION = "sts:AssumeRoleWithWebIdentity"
-CLAIM_KEYS = ("aud", "sub", "oid", "amr")
+CLAIM_KEYS = ("aud", "sub", "amr")  # AWS sets no key for other claims (Entra's oid, tid)
 
 
 def provider_key(issuer: str) -> str:
@@ -29,7 +29,7 @@ def provider_key(issuer: str) -> str:
 
 
 def context_from_claims(issuer: str, claims: Mapping[str, Any]) -> dict[str, list[str]]:
-    """The condition keys STS sets for a token: `<provider>:aud`, `:sub`, `:oid`, `:amr`."""
+    """The condition keys STS sets for a token: `<provider>:aud`, `:sub`, `:amr`."""
     key = provider_key(issuer)
     context: dict[str, list[str]] = {}
     for claim in CLAIM_KEYS:
@@ -54,9 +54,14 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def _wildcard(pattern: str) -> str:
+    """IAM wildcards: * and ? only; no character classes."""
+    return re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
+
+
 def _matches_action(statement: Mapping[str, Any]) -> bool:
     actions = _as_list(statement.get("Action"))
-    return any(fnmatch.fnmatchcase(ACTION.lower(), str(a).lower()) for a in actions)
+    return any(re.fullmatch(_wildcard(str(a)), ACTION, flags=re.IGNORECASE) for a in actions)
 
 
 def _matches_principal(statement: Mapping[str, Any], provider_arn: str) -> bool:
@@ -74,10 +79,13 @@ def _string_test(base: str, expected: str, actual: str) -> bool:
     if base in ("StringEqualsIgnoreCase", "StringNotEqualsIgnoreCase"):
         return actual.lower() == expected.lower()
     if base in ("StringLike", "StringNotLike"):
-        # IAM wildcards: * and ? only; no character classes.
-        pattern = re.escape(expected).replace(r"\*", ".*").replace(r"\?", ".")
-        return re.fullmatch(pattern, actual, flags=re.DOTALL) is not None
+        return re.fullmatch(_wildcard(expected), actual, flags=re.DOTALL) is not None
     raise ValueError(f"unsupported condition operator {base!r}")
+
+
+def _lookup(context: Mapping[str, list[str]], key: str) -> list[str] | None:
+    """IAM compares condition key names case-insensitively."""
+    return next((v for k, v in context.items() if k.lower() == key.lower()), None)
 
 
 def condition_holds(operator: str, key: str, expected: Any, context: Mapping[str, list[str]]) -> bool:
@@ -89,9 +97,11 @@ def condition_holds(operator: str, key: str, expected: Any, context: Mapping[str
     base = operator[: -len("IfExists")] if if_exists else operator
     negated = "Not" in base
     expected_values = [str(v) for v in _as_list(expected)]
-    actual_values = context.get(key)
-    if actual_values is None:
-        return if_exists or negated or qualifier == "ForAllValues"
+    actual_values = _lookup(context, key)
+    if base == "Null":  # "true": the key must be absent, "false": present
+        return any((e.lower() == "true") == (actual_values is None) for e in expected_values)
+    if actual_values is None:  # ForAnyValue over no values is false, even negated
+        return if_exists or qualifier == "ForAllValues" or (negated and qualifier != "ForAnyValue")
 
     def any_expected(actual: str) -> bool:
         return any(_string_test(base, e, actual) for e in expected_values)
@@ -112,7 +122,7 @@ def _failed_conditions(statement: Mapping[str, Any], context: Mapping[str, list[
     for operator, entries in (statement.get("Condition") or {}).items():
         for key, expected in entries.items():
             if not condition_holds(operator, key, expected, context):
-                actual = context.get(key)
+                actual = _lookup(context, key)
                 failed.append(f"{operator} {key} expects {json.dumps(expected)}, token has "
                               f"{json.dumps(actual[0] if actual and len(actual) == 1 else actual)}")
     return failed

@@ -1,4 +1,4 @@
-"""crosscloud.doctor.trust_policy: the offline evaluator the doctor and the local STS share."""
+"""crosscloud.doctor.trust_policy, the doctor's offline evaluator (devstack has its own: iam_conditions.py)."""
 
 from __future__ import annotations
 
