@@ -15,7 +15,9 @@ from devstack import config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-OFFSET = 300  # a second stack beside the session's, on its own ports and state dir
+# A second stack beside the session's, on its own ports and state dir (relative to the session's own offset,
+# so parallel checkouts that each set DEVSTACK_PORT_OFFSET never collide).
+OFFSET = int(os.environ.get("DEVSTACK_PORT_OFFSET", "0")) + 50
 
 
 def _run(args: list[str], state: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
