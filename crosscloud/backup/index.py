@@ -32,7 +32,7 @@ from crosscloud.stores.base import ObjectStore, PutOptions
 log = logging.getLogger("crosscloud.backup")
 INDEX_NAME = ".crosscloud/index.jsonl.gz"
 VERSION = 2  # 1 was sorted by code point whatever the source; it is ignored (costs HEADs once)
-RUN_SIZE = 50_000  # entries sorted in memory at once (a few MiB)
+RUN_SIZE = 10_000  # entries sorted in memory at once (a few MiB)
 
 Entry = tuple[str, str]  # (destination ETag, source ETag)
 
