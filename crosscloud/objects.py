@@ -79,7 +79,11 @@ def read_or_link(store: ObjectStore, key: str, max_bytes: int, ttl_seconds: int)
     the host), so large bodies must never pass through the function: above the cap the
     caller is sent to the cloud. The size comes from the response that streams the body,
     so the check and the bytes served cannot disagree; the stream is closed unread above it.
+    A store that downloads a first range when it opens (Azure: up to 4 MiB) is asked for the
+    size first, so a redirect costs no body bytes there either.
     """
+    if store.reads_ahead_on_open and store.stat(validate_key(key)).size > max_bytes:
+        return short_lived_link(store, key, ttl_seconds, known_to_exist=True)
     with open_object(store, key) as reader:
         if reader.info.size <= max_bytes:
             return Inline(reader.info, read_all(reader))

@@ -148,6 +148,7 @@ def _info_from_xml(blob: ET.Element) -> ObjectInfo:
 class AzureBlobStore(ObjectStore):
     name = "azure"
     max_page_size = 5000
+    reads_ahead_on_open = True  # download_blob GETs the first max_single_get_size bytes at once
 
     def __init__(self, container: ContainerUrl, credential: TokenCredential, *, who: str,
                  timeout: float = 30, chunk_size: int = CHUNK):

@@ -137,6 +137,7 @@ class ObjectStore(ABC):
         the caller has just seen it (`known_to_exist`) and the check would be a wasted call."""
 
     supports_conditional_put = False  # honours PutOptions.if_none_match / if_match
+    reads_ahead_on_open = False  # `open` already downloads the first range of the body
 
     def cleanup(self, prefix: str) -> int:
         """Discard leftovers of interrupted writes under `prefix`; returns how many.
