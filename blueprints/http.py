@@ -12,12 +12,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
 
-from crosscloud.errors import BadRequest, CrossCloudError
+from crosscloud.errors import BadRequest, CrossCloudError, SettingError
 
 log = logging.getLogger("crosscloud.http")
 SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -41,6 +42,7 @@ Handler = Callable[[func.HttpRequest], func.HttpResponse]
 # What a function-key caller is told when the app itself cannot do the work (5xx). The
 # detailed message names roles, account IDs, buckets, containers and client IDs: it goes
 # to the log, and an administrator sees the same cause in GET /api/diagnostics.
+SETTING_NAME = re.compile(r"app setting ([A-Z][A-Za-z0-9_]*)")
 SEE_LOGS = "an administrator finds the cause in the function logs and GET /api/diagnostics"
 PUBLIC_MESSAGES = {
     "configuration_error": "the app is not configured correctly (an app setting is missing or malformed)",
@@ -66,6 +68,9 @@ def public_message(exc: CrossCloudError) -> str:
     are, anything about the deployment (5xx) as a fixed sentence per error code."""
     if exc.status < 500:
         return exc.message
+    setting = SETTING_NAME.search(exc.message) if isinstance(exc, SettingError) else None
+    if setting:  # the setting's name only: its value, or an example value, may name resources
+        return f"app setting {setting.group(1)} is missing or malformed ({exc.code}); {SEE_LOGS}"
     code = "federation_error" if exc.code.startswith("sts_") and exc.code != "sts_unreachable" else exc.code
     return f"{PUBLIC_MESSAGES.get(code, 'the request failed upstream')} ({exc.code}); {SEE_LOGS}"
 
