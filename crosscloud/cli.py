@@ -76,7 +76,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.source not in factory.SOURCES:
         raise CrossCloudError(f"SOURCE must be azure or s3, got {args.source!r}", code="invalid_source", status=400)
     store = factory.store_for(args.source, Settings())
-    with store.open(objects.validate_key(args.key)) as reader:
+    with objects.open_object(store, args.key) as reader:  # streamed: any size, never buffered whole
         if args.output in (None, "-"):
             for chunk in reader.iter_chunks():
                 sys.stdout.buffer.write(chunk)
@@ -158,9 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON like GET /api/objects, all pages in one")
     p.set_defaults(handler=cmd_list)
 
-    p = sub.add_parser("get", help="stream one object to a file or stdout")
+    p = sub.add_parser("get", help="stream one object to a file or stdout (any size)")
     p.add_argument("source", metavar="SOURCE", help="azure or s3")
-    p.add_argument("key", metavar="KEY", help="object key")
+    p.add_argument("key", metavar="KEY", help="object key, exactly as listed (Azure refuses keys with a "
+                   "'.' or '..' segment, a segment ending with a dot, or a backslash: they name another blob)")
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p.set_defaults(handler=cmd_get)
 

@@ -19,6 +19,8 @@ BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+DOWNLOAD_MAX_BYTES_DEFAULT = 4 * 1024 * 1024
+DOWNLOAD_MAX_BYTES_LIMIT = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,16 @@ class Settings:
 
     @property
     def download_max_bytes(self) -> int:
-        """Largest object served inline by GET /api/objects/...; larger ones need ?link=true."""
-        return self.int_setting("DOWNLOAD_MAX_BYTES", 64 * 1024 * 1024)
+        """Largest object served inline by GET /api/objects/...; larger ones get a 307 to a link.
+
+        The Functions host buffers a Python HTTP response whole and copies it on the way
+        out (a 64 MiB body cost the worker ~384 MiB), so the cap stays a few MiB.
+        """
+        value = self.int_setting("DOWNLOAD_MAX_BYTES", DOWNLOAD_MAX_BYTES_DEFAULT, minimum=0)
+        if value > DOWNLOAD_MAX_BYTES_LIMIT:
+            raise SettingError(f"app setting DOWNLOAD_MAX_BYTES must be at most {DOWNLOAD_MAX_BYTES_LIMIT} "
+                               "(16 MiB): larger objects are redirected to a short-lived link instead")
+        return value
 
     @property
     def link_ttl_seconds(self) -> int:

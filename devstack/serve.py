@@ -43,8 +43,8 @@ def compile_route(template: str) -> re.Pattern[str]:
     for match in re.finditer(r"\{(\*?)([A-Za-z_]\w*)(?::[^}?]+)?(\??)\}", template):
         literal = template[pos:match.start()]
         star, name, optional = match.groups()
-        group = f"(?P<{name}>{'.+' if star else '[^/]+'})"
-        if optional and literal.endswith("/"):
+        group = f"(?P<{name}>{'.*' if star else '[^/]+'})"
+        if (optional or star) and literal.endswith("/"):  # the host: a catch-all also matches empty
             out.append(re.escape(literal[:-1]) + f"(?:/{group})?")
         else:
             out.append(re.escape(literal) + group + ("?" if optional else ""))

@@ -21,6 +21,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.storage.blob import (
+    BlobClient,
     BlobProperties,
     BlobSasPermissions,
     BlobServiceClient,
@@ -33,7 +34,7 @@ from azure.storage.blob import (
 from azure.storage.blob._list_blobs_helper import IgnoreListBlobsDeserializer
 from azure.storage.blob._shared.response_handlers import process_storage_error, return_raw_deserialized
 
-from crosscloud.errors import CrossCloudError, IdentityError, NotFound, UpstreamError
+from crosscloud.errors import BadRequest, CrossCloudError, IdentityError, NotFound, UpstreamError
 from crosscloud.settings import ContainerUrl
 from crosscloud.stores.base import ObjectInfo, ObjectReader, ObjectStore, Page, PutOptions, PutResult
 
@@ -48,6 +49,29 @@ PERMISSION_HINTS = {
     "audience)",
     "ContainerNotFound": "the container in AZURE_STORAGE_CONTAINER_URL does not exist",
 }
+
+
+def check_blob_name(key: str) -> str:
+    """Refuse a key that Azure would resolve to another blob (or another container).
+
+    Blob names travel in the URL path, and every layer on the way treats that path as a
+    path: `requests`/urllib3 remove `.`/`..` segments before sending (RFC 3986), and the
+    service itself removes them, also percent-encoded, converts `\\` to `/` and trims a
+    trailing dot from a segment ("No path segments should end with a dot", Naming and
+    Referencing Containers, Blobs, and Metadata). Such a name cannot be created on Azure and
+    reading it would return a different blob, so it is refused (400) before any request.
+    """
+    if "\\" in key:
+        raise BadRequest(f"object key {key[:200]!r} cannot name an Azure blob: Azure Storage reads "
+                         "a backslash as '/', so it would name another blob", code="invalid_key")
+    for segment in key.split("/"):
+        if segment.endswith("."):
+            why = "a '.' or '..' segment is resolved as a relative path" if segment in (".", "..") \
+                else "Azure Storage trims a dot at the end of a path segment"
+            raise BadRequest(f"object key {key[:200]!r} cannot name an Azure blob: its path segment "
+                             f"{segment[:40]!r} ends with a dot, and {why}, so it would name another "
+                             "blob (Azure blob naming rules)", code="invalid_key")
+    return key
 
 
 @contextlib.contextmanager
@@ -124,6 +148,7 @@ def _info_from_xml(blob: ET.Element) -> ObjectInfo:
 class AzureBlobStore(ObjectStore):
     name = "azure"
     max_page_size = 5000
+    reads_ahead_on_open = True  # download_blob GETs the first max_single_get_size bytes at once
 
     def __init__(self, container: ContainerUrl, credential: TokenCredential, *, who: str,
                  timeout: float = 30, chunk_size: int = CHUNK):
@@ -177,13 +202,19 @@ class AzureBlobStore(ObjectStore):
                 return
             extra = {}
 
+    def _blob(self, key: str) -> BlobClient:
+        """The client of one blob; every per-blob call goes through here (see check_blob_name)."""
+        return self._container.get_blob_client(check_blob_name(key))
+
     def stat(self, key: str) -> ObjectInfo:
+        blob = self._blob(key)
         with azure_errors("stat", self._who, key):
-            return _info(self._container.get_blob_client(key).get_blob_properties())
+            return _info(blob.get_blob_properties())
 
     def open(self, key: str) -> ObjectReader:
+        blob = self._blob(key)
         with azure_errors("read", self._who, key):
-            downloader = self._container.get_blob_client(key).download_blob(max_concurrency=1)
+            downloader = blob.download_blob(max_concurrency=1)
         info = _info(downloader.properties)
 
         def chunks() -> Iterator[bytes]:
@@ -193,8 +224,9 @@ class AzureBlobStore(ObjectStore):
         return ObjectReader(info, chunks())
 
     def put(self, key: str, stream: BinaryIO, size: int, options: PutOptions) -> PutResult:
+        blob = self._blob(key)
         with azure_errors("write", self._who, key):
-            result = self._container.get_blob_client(key).upload_blob(
+            result = blob.upload_blob(
                 stream, length=size, overwrite=True, metadata=options.metadata or None,
                 content_settings=ContentSettings(content_type=options.content_type),
                 max_concurrency=options.concurrency,
@@ -215,8 +247,10 @@ class AzureBlobStore(ObjectStore):
                 self._delegation_key = key
             return key
 
-    def link(self, key: str, ttl_seconds: int) -> str:
-        self.stat(key)  # 404 for a missing blob rather than a link that fails later
+    def link(self, key: str, ttl_seconds: int, *, known_to_exist: bool = False) -> str:
+        blob = self._blob(key)
+        if not known_to_exist:
+            self.stat(key)  # 404 for a missing blob rather than a link that fails later
         now = dt.datetime.now(dt.UTC)
         sas = generate_blob_sas(
             account_name=self._service.account_name, container_name=self._location.container,
@@ -224,4 +258,4 @@ class AzureBlobStore(ObjectStore):
             permission=BlobSasPermissions(read=True), start=now - dt.timedelta(minutes=1),
             expiry=now + dt.timedelta(seconds=ttl_seconds), protocol="https",
         )
-        return f"{self._container.get_blob_client(key).url}?{sas}"
+        return f"{blob.url}?{sas}"

@@ -132,10 +132,12 @@ class ObjectStore(ABC):
         """Write a stream under `key`, all or nothing (no partial object is ever visible)."""
 
     @abstractmethod
-    def link(self, key: str, ttl_seconds: int) -> str:
-        """A short-lived read-only URL for one object."""
+    def link(self, key: str, ttl_seconds: int, *, known_to_exist: bool = False) -> str:
+        """A short-lived read-only URL for one object; `NotFound` if it is absent, unless
+        the caller has just seen it (`known_to_exist`) and the check would be a wasted call."""
 
     supports_conditional_put = False  # honours PutOptions.if_none_match / if_match
+    reads_ahead_on_open = False  # `open` already downloads the first range of the body
 
     def cleanup(self, prefix: str) -> int:
         """Discard leftovers of interrupted writes under `prefix`; returns how many.

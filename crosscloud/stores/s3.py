@@ -38,7 +38,7 @@ def s3_errors(action: str, bucket: str, role_arn: str, key: str | None = None) -
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in ("NoSuchKey", "NotFound") or (status == 404 and key is not None and code != "NoSuchBucket"):
-            raise NotFound(f"no S3 object named {key!r} in bucket {bucket}") from None
+            raise NotFound(f"no S3 object named {key!r}") from None  # the bucket: not the caller's to know
         if code == "NoSuchBucket":
             raise UpstreamError(f"S3 bucket {bucket} does not exist (S3_BUCKET / BACKUP_S3_BUCKET)",
                                 code="s3_no_such_bucket") from None
@@ -199,8 +199,9 @@ class S3Store(ObjectStore):
                     aborted += 1
         return aborted
 
-    def link(self, key: str, ttl_seconds: int) -> str:
-        self.stat(key)  # 404 for a missing object rather than a link that fails later
+    def link(self, key: str, ttl_seconds: int, *, known_to_exist: bool = False) -> str:
+        if not known_to_exist:
+            self.stat(key)  # 404 for a missing object rather than a link that fails later
         with self._errors("presign", key):
             return self.client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl_seconds)

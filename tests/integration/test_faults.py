@@ -52,32 +52,44 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_sts_refusal_names_the_role_and_lists_nothing(env, monkeypatch, azure_admin, prefix):
+def test_sts_refusal_names_the_role_in_the_log_and_lists_nothing(env, monkeypatch, azure_admin, prefix, caplog):
     azure_admin.upload_blob(prefix + "present.txt", b"x")
     monkeypatch.setenv("AZURE_CLIENT_ID", env["DEVSTACK_OTHER_CLIENT_ID"])
     response = call_list(prefix=prefix)
     assert response.status_code == 502
     error = body(response)["error"]
     assert error["code"] == "sts_accessDenied"
-    assert env["AWS_ROLE_ARN"] in error["message"]
+    assert env["AWS_ROLE_ARN"] not in error["message"]  # function-level: nothing about the deployment
+    assert env["AWS_ROLE_ARN"] in caplog.text
     assert "items" not in body(response)  # Azure answered, but a half list is never passed off as whole
     assert "Retry-After" not in response.headers
 
 
-def test_unknown_audience_names_the_audience(env, monkeypatch):
+def test_unknown_audience_names_the_audience_in_the_log(env, monkeypatch, caplog):
     monkeypatch.setenv("AWS_WEB_IDENTITY_AUDIENCE", "api://not-registered-anywhere")
     response = call_list(source="s3")
     assert response.status_code == 502
     error = body(response)["error"]
-    assert "api://not-registered-anywhere" in error["message"]
-    assert "AADSTS500011" in error["message"]
+    assert "api://not-registered-anywhere" not in error["message"]
+    assert "api://not-registered-anywhere" in caplog.text
+    assert "AADSTS500011" in caplog.text
 
 
 def test_missing_setting_is_named(env, monkeypatch):
     monkeypatch.delenv("AWS_ROLE_ARN")
     response = call_list(source="s3")
     assert response.status_code == 500
-    assert body(response)["error"] == {"code": "configuration_error", "message": "app setting AWS_ROLE_ARN is not set"}
+    error = body(response)["error"]
+    assert error["code"] == "configuration_error"
+    assert error["message"].startswith("app setting AWS_ROLE_ARN is missing or malformed")
+
+
+def test_malformed_setting_is_named_without_its_value(env, monkeypatch):
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::210987654321:user/someone")
+    error = body(call_list(source="s3"))["error"]
+    assert error["message"].startswith("app setting AWS_ROLE_ARN is missing or malformed")
+    assert "210987654321" not in error["message"]
+    assert "123456789012" not in error["message"]  # nor the example in the detailed message
 
 
 def test_identity_endpoint_down_is_503_with_retry_after(env, monkeypatch):

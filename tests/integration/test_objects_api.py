@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import azure.functions as func
@@ -116,11 +117,35 @@ def test_link_to_missing_object_is_404(env, prefix, source):
     assert call_get(source, prefix + "missing", link="true").status_code == 404
 
 
-def test_object_over_the_cap_is_413_with_a_hint(seeded, monkeypatch):
-    monkeypatch.setenv("DOWNLOAD_MAX_BYTES", "5")
+@pytest.mark.parametrize("source", ["azure", "s3"])
+def test_object_over_the_cap_is_a_307_to_a_link_that_serves_it(env, prefix, azure_admin, aws_admin, monkeypatch,
+                                                                source):
+    """Above DOWNLOAD_MAX_BYTES the bytes never pass through the function: 307 to the cloud."""
+    data = os.urandom(64 * 1024 + 1)
+    if source == "azure":
+        azure_admin.upload_blob(f"{prefix}big.bin", data, overwrite=True)
+    else:
+        aws_admin.put_object(Bucket=env["S3_BUCKET"], Key=f"{prefix}big.bin", Body=data)
+    monkeypatch.setenv("DOWNLOAD_MAX_BYTES", str(64 * 1024))
+    response = call_get(source, f"{prefix}big.bin")
+    assert response.status_code == 307
+    assert response.get_body() == b""
+    assert response.headers["Cache-Control"] == "no-store"
+    fetched = requests.get(response.headers["Location"], timeout=10, verify=env["REQUESTS_CA_BUNDLE"])
+    assert fetched.status_code == 200
+    assert hashlib.sha256(fetched.content).digest() == hashlib.sha256(data).digest()
+    monkeypatch.setenv("DOWNLOAD_MAX_BYTES", str(64 * 1024 + 1))  # at the cap: inline, exactly
+    inline = call_get(source, f"{prefix}big.bin")
+    assert inline.status_code == 200
+    assert inline.get_body() == data
+
+
+def test_bad_download_max_bytes_names_the_setting_to_the_log_only(seeded, monkeypatch, caplog):
+    monkeypatch.setenv("DOWNLOAD_MAX_BYTES", str(1 << 30))
     response = call_get("s3", seeded + "plain.txt")
-    assert response.status_code == 413
-    assert "link=true" in body(response)["error"]["message"]
+    assert response.status_code == 500
+    assert body(response)["error"]["code"] == "configuration_error"
+    assert "DOWNLOAD_MAX_BYTES" in caplog.text
 
 
 @pytest.mark.parametrize(("params", "code"), [

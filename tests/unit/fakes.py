@@ -22,6 +22,9 @@ class MemoryStore(ObjectStore):
         self.objects = dict(keys or {})
         self.list_calls = 0
         self.fail_list = False
+        self.stat_calls = 0
+        self.read_bytes: dict[str, int] = {}  # bytes taken from each object's stream
+        self.closed: list[str] = []  # keys whose reader was closed
 
     def list_pages(self, prefix: str = "", page_token: str | None = None,
                    page_size: int | None = None, start_after: str | None = None) -> Iterator[Page]:
@@ -40,20 +43,30 @@ class MemoryStore(ObjectStore):
         return ObjectInfo(key, len(self.objects[key]), EPOCH, f"etag-{self.name}-{key}")
 
     def stat(self, key: str) -> ObjectInfo:
+        self.stat_calls += 1
         if key not in self.objects:
             raise NotFound(key)
         return self._info(key)
 
     def open(self, key: str) -> ObjectReader:
         info = self.stat(key)
-        return ObjectReader(info, iter([self.objects[key]]))
+        data = self.objects[key]
+        self.read_bytes.setdefault(key, 0)
+
+        def chunks() -> Iterator[bytes]:
+            for start in range(0, len(data), 4):
+                self.read_bytes[key] += len(data[start:start + 4])
+                yield data[start:start + 4]
+
+        return ObjectReader(info, chunks(), lambda: self.closed.append(key))
 
     def put(self, key: str, stream: BinaryIO, size: int, options: PutOptions) -> PutResult:
         self.objects[key] = stream.read()
         return PutResult(f"etag-{key}", None)
 
-    def link(self, key: str, ttl_seconds: int) -> str:
-        self.stat(key)
+    def link(self, key: str, ttl_seconds: int, *, known_to_exist: bool = False) -> str:
+        if not known_to_exist:
+            self.stat(key)
         return f"memory://{self.name}/{key}?ttl={ttl_seconds}"
 
 

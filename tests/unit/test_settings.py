@@ -70,8 +70,11 @@ def test_missing_setting_is_named(name):
 
 
 def test_int_settings():
-    assert Settings({}).download_max_bytes == 64 * 1024 * 1024
-    with pytest.raises(SettingError, match="DOWNLOAD_MAX_BYTES"):
-        _ = Settings({"DOWNLOAD_MAX_BYTES": "lots"}).download_max_bytes
+    assert Settings({}).download_max_bytes == 4 * 1024 * 1024
+    assert Settings({"DOWNLOAD_MAX_BYTES": "0"}).download_max_bytes == 0  # always redirect
+    assert Settings({"DOWNLOAD_MAX_BYTES": str(16 * 1024 * 1024)}).download_max_bytes == 16 * 1024 * 1024
+    for bad in ("lots", "-1", str(16 * 1024 * 1024 + 1)):
+        with pytest.raises(SettingError, match="DOWNLOAD_MAX_BYTES"):
+            _ = Settings({"DOWNLOAD_MAX_BYTES": bad}).download_max_bytes
     with pytest.raises(SettingError, match="DOWNLOAD_LINK_TTL_SECONDS"):
         _ = Settings({"DOWNLOAD_LINK_TTL_SECONDS": "86400"}).link_ttl_seconds
