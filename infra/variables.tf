@@ -66,7 +66,7 @@ variable "blob_soft_delete_days" {
 }
 
 variable "download_links_enabled" {
-  description = "Grant 'Storage Blob Delegator' on the data account so the app can mint user delegation SAS links (?link=true). false = Azure links fail with 403."
+  description = "Grant 'Storage Blob Delegator' on the data account so the app can mint user delegation SAS links: ?link=true, and the 307 redirect for Azure reads above DOWNLOAD_MAX_BYTES. false = both fail with 403 (reads up to the inline cap still work)."
   type        = bool
   default     = true
 }
