@@ -64,9 +64,10 @@ def load(values: Mapping[str, str], function_names: Iterable[str]) -> tuple[Host
     """The keys from `.devstack/env` values, and the settings to add for keys that were missing."""
     added: dict[str, str] = {}
     master = values.get(MASTER) or added.setdefault(MASTER, new_key())
-    host = values.get(HOST) or values.get(HOST_ALIAS) or added.setdefault(HOST, new_key())
-    if not values.get(HOST_ALIAS):
-        added[HOST_ALIAS] = host
+    host = values.get(HOST) or values.get(HOST_ALIAS) or new_key()
+    for name in (HOST, HOST_ALIAS):
+        if not values.get(name):
+            added[name] = host
     per_function: dict[str, str] = {}
     owners: dict[str, str] = {}
     for name in function_names:

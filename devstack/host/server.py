@@ -84,6 +84,8 @@ def make_handler(host: Host, header_timeout: float = 30, body_timeout: float = 5
                     raise RequestError(400, "malformed request line")
                 if self.headers.defects or self.headers.get_payload():
                     raise RequestError(400, "malformed header line")
+                if self.request_version == "HTTP/1.1" and len(self.headers.get_all("Host") or []) != 1:
+                    raise RequestError(400, "an HTTP/1.1 request needs exactly one Host header")
                 self._respond(self._read_request())
             except RequestError as exc:
                 self._refuse(exc.status, exc.message)

@@ -33,12 +33,19 @@ def test_auth_levels_as_the_host_applies_them():
 def test_missing_keys_are_created_and_the_older_name_is_kept():
     loaded, added = keys.load({"DEVSTACK_MASTER_KEY": "m", "DEVSTACK_FUNCTION_KEY": "old"}, ["health", "get-thing"])
     assert loaded.host == "old"  # DEVSTACK_FUNCTION_KEY is the host key's older name
-    assert set(added) == {"DEVSTACK_FUNCTION_KEY_HEALTH", "DEVSTACK_FUNCTION_KEY_GET_THING"}
+    assert set(added) == {"DEVSTACK_FUNCTION_KEY_HEALTH", "DEVSTACK_FUNCTION_KEY_GET_THING", "DEVSTACK_HOST_KEY"}
+    assert added["DEVSTACK_HOST_KEY"] == "old"
     assert loaded.functions["get-thing"] == added["DEVSTACK_FUNCTION_KEY_GET_THING"]
     again, more = keys.load({"DEVSTACK_MASTER_KEY": "m", "DEVSTACK_HOST_KEY": "h", "DEVSTACK_FUNCTION_KEY": "h",
                              **added}, ["health", "get-thing"])
     assert more == {}
     assert again.functions == loaded.functions
+
+
+def test_a_fresh_file_gets_every_key():
+    loaded, added = keys.load({}, ["health"])
+    assert added["DEVSTACK_HOST_KEY"] == added["DEVSTACK_FUNCTION_KEY"] == loaded.host
+    assert added["DEVSTACK_MASTER_KEY"] == loaded.master != loaded.host
 
 
 def test_two_functions_that_would_share_a_key_setting_are_refused():

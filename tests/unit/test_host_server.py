@@ -99,7 +99,8 @@ def _length(raw: bytes) -> int:
     b"GARBAGE\r\n\r\n", b"GET /\r\n\r\n", b"GET / HTTP/1.1 extra\r\n\r\n", b"G(T /api/echo/x HTTP/1.1\r\n\r\n",
     b"GET /api/echo/x HTTP/1.1\r\nHost: h\r\nNo colon here\r\n\r\n",
     b"GET /api/echo/a b HTTP/1.1\r\nHost: h\r\n\r\n", b"GET /api/echo/%00 HTTP/1.1\r\nHost: h\r\n\r\n",
-    b"GET /api/echo/caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /api/echo/caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n", b"GET /api/echo/x HTTP/1.1\r\n\r\n",
+    b"GET /api/echo/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
 ])
 def test_malformed_requests_are_400_with_a_json_body_and_a_closed_connection(address, data, capfd):
     """Kestrel answers a request it cannot parse with 400 and closes the connection."""
