@@ -148,9 +148,10 @@ def make_handler(host: Host, header_timeout: float = 30, body_timeout: float = 5
             except Exception:
                 log.exception("the host failed on %s", request.method)
                 response = error(500, "host_error", "the host failed; see its log")
-            self._send(response)
+            # Logged before the answer goes out, so a client that got it can find the line.
             log.info("%s %s -> %s (%s, %.0f ms)", self.command, request.target.split("?", 1)[0][:300], response.status,
                      response.function, (time.perf_counter() - started) * 1000)
+            self._send(response)
 
         def _send(self, response: Response) -> None:
             try:
