@@ -105,7 +105,7 @@ def up(token_ttl: int = 3600) -> dict[str, str]:
         procs["daemon"] = _spawn(
             [sys.executable, "-m", "devstack.daemon", "--state", str(state),
              "--aws-port", str(ports.aws), "--identity-port", str(ports.identity),
-             "--identity-header", identity_header, "--token-ttl", str(token_ttl)],
+             f"--identity-header={identity_header}", "--token-ttl", str(token_ttl)],
             state / "logs" / "daemon.log",
         )
         procs["azurite"] = _spawn(
