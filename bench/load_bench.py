@@ -150,9 +150,9 @@ the last byte. Load average (1/5/15 min) before: {_load(load_before)}; after: {_
 STS `AssumeRoleWithWebIdentity` calls over all {BURSTS * CONCURRENCY} requests: **{sts}** (target: exactly 1).
 
 Before this change (the stdlib server with its default listen backlog of 5, thread per
-connection; same bench, same machine, 2026-11-25): 50, 125 and 123 of the 200 requests of the
-three bursts failed with `ConnectionResetError`; the answered ones had a p99 of 56-61 s; each
-burst took 108-118 s.
+connection; same bench, same machine, 2026-11-25, with the machine otherwise quiet, load
+average 0.5): 50, 125 and 123 of the 200 requests of the three bursts failed with
+`ConnectionResetError`; the answered ones had a p99 of 56-61 s; each burst took 108-118 s.
 
 Now the host accepts with a listen backlog of 1024 and runs functions on the Python worker's
 pool size (`PYTHON_THREADPOOL_THREAD_COUNT`, default `min(32, CPUs + 4)`, here
