@@ -3,7 +3,8 @@
 import importlib
 import sys
 
-MODULES = ("bench.listing_bench", "bench.backup_bench", "bench.backup_memory_bench", "bench.read_bench")
+MODULES = ("bench.listing_bench", "bench.backup_bench", "bench.backup_memory_bench", "bench.read_bench",
+           "bench.load_bench")
 
 for name in MODULES:
     try:

@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="lifetime in seconds of the identity endpoint's tokens (default 3600)")
     sub.add_parser("down", help="stop everything `up` started")
     sub.add_parser("status", help="say whether the local cloud is running")
-    serve = sub.add_parser("serve", help="serve function_app over HTTP the way `func start` does")
+    serve = sub.add_parser("serve", help="serve function_app over HTTP the way the Functions host does "
+                           "(its routing, keys and admin API; see docs/serve.md)")
     serve.add_argument("--port", type=int, default=None,
                        help="port on 127.0.0.1 (default 7071, shifted by DEVSTACK_PORT_OFFSET)")
     args = parser.parse_args(argv)

@@ -8,6 +8,7 @@ that holds both the system's CAs and the devstack CA.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
@@ -40,6 +41,19 @@ def read(source: Path | None = None) -> dict[str, str]:
             key, _, value = line.partition("=")
             values[key.strip()] = value
     return values
+
+
+def add_missing(values: Mapping[str, str], target: Path | None = None) -> dict[str, str]:
+    """Append settings the file does not have yet (e.g. function keys made by `serve`), under a lock
+    so two hosts starting at once agree; returns the file's values afterwards."""
+    target = target or path()
+    with open(target.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = read(target)
+        missing = {k: v for k, v in values.items() if k not in current}
+        if missing:
+            write({**current, **missing}, target)
+        return {**current, **missing}
 
 
 def merged(file_values: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:

@@ -105,7 +105,7 @@ def up(token_ttl: int = 3600) -> dict[str, str]:
         procs["daemon"] = _spawn(
             [sys.executable, "-m", "devstack.daemon", "--state", str(state),
              "--aws-port", str(ports.aws), "--identity-port", str(ports.identity),
-             "--identity-header", identity_header, "--token-ttl", str(token_ttl)],
+             f"--identity-header={identity_header}", "--token-ttl", str(token_ttl)],
             state / "logs" / "daemon.log",
         )
         procs["azurite"] = _spawn(
@@ -131,6 +131,7 @@ def up(token_ttl: int = 3600) -> dict[str, str]:
         raise
     admin = json.loads((state / "aws-admin.json").read_text())
     aws_url = f"http://{config.HOST}:{ports.aws}"
+    host_key = secrets.token_urlsafe(32)
     values = {
         "AZURE_CLIENT_ID": config.APP_IDENTITY.client_id,
         "AZURE_STORAGE_CONTAINER_URL": f"{blob_endpoint}/{config.CONTAINER}",
@@ -156,8 +157,10 @@ def up(token_ttl: int = 3600) -> dict[str, str]:
         "DEVSTACK_TENANT_ID": config.TENANT_ID,
         "DEVSTACK_ISSUER_KEY": str(state / "identity" / "signing-key.pem"),
         "DEVSTACK_STATS_URL": f"http://{config.HOST}:{ports.identity}/devstack/stats",
-        "DEVSTACK_FUNCTION_KEY": secrets.token_urlsafe(32),
+        # The host's keys (devstack/host/keys.py); serve adds DEVSTACK_FUNCTION_KEY_<NAME> per function.
         "DEVSTACK_MASTER_KEY": secrets.token_urlsafe(32),
+        "DEVSTACK_HOST_KEY": host_key,
+        "DEVSTACK_FUNCTION_KEY": host_key,  # the default host key under its older name
         "DEVSTACK_FUNCTIONS_URL": f"http://{config.HOST}:{ports.functions}",
     }
     envfile.write(values)

@@ -1,5 +1,9 @@
 """E2E fixtures: extra `devstack serve` hosts, and a scan of every function-level error body.
 
+`served` is a host of the module's own, with the keys it has (`.devstack/env` once started)
+and a `raw()` that sends a request target exactly as given (requests/urllib3 would normalise
+dot segments before the host could).
+
 Every HTTP response an e2e test receives passes through `requests.Session.send`; each
 4xx/5xx answer of a function-level route (`/api/objects...`) is recorded and, after the
 test, checked for anything that describes the deployment: account ID, role names, bucket,
@@ -10,13 +14,14 @@ logs and the admin diagnostics only (SPEC: HTTP API, errors).
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -120,3 +125,72 @@ def serve(devstack_env, tmp_path_factory) -> Iterator[Callable[..., str]]:
             return stack.enter_context(serving(log, overrides))
 
         yield start
+
+
+@dataclass
+class Served:
+    url: str
+    port: int
+    log: Path
+    keys: dict[str, str]  # .devstack/env as it is once the host has started (function keys added)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def raw(self, method: str, target: str, headers: Mapping[str, str] | None = None,
+            body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One request with the target sent exactly as given."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.putrequest(method, target, skip_host=False, skip_accept_encoding=True)
+            for name, value in (headers or {}).items():
+                conn.putheader(name, value)
+            if body is not None:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            conn.close()
+
+
+def start_serve(log: Path, env: Mapping[str, str]) -> tuple[subprocess.Popen[bytes], Served]:
+    """A host with exactly the environment `env`; the caller stops it with `stop`."""
+    port = free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "devstack", "serve", "--port", str(port)], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT, env=dict(env))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"{url}/api/health", timeout=1)
+            break
+        except requests.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"devstack serve did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+    from devstack import envfile
+
+    state = Path(env.get("DEVSTACK_DIR") or ROOT / ".devstack")
+    return proc, Served(url, port, log, envfile.read(state / "env"))
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def served(devstack_env, tmp_path_factory) -> Iterator[Served]:
+    """A host on a port of its own with the local cloud's settings."""
+    proc, host = start_serve(tmp_path_factory.mktemp("serve") / "serve.log", os.environ)
+    try:
+        yield host
+    finally:
+        stop(proc)
