@@ -22,8 +22,9 @@ def list_objects(req: func.HttpRequest) -> func.HttpResponse:
     limit = listing.parse_limit(req.params.get("limit"))
     settings = Settings()
     stores = {name: factory.store_for(name, settings) for name in sources}
-    page = listing.list_objects(stores, source=req.params.get("source") or "all", prefix=prefix,
-                                limit=limit, cursor=req.params.get("cursor") or None)
+    source = "all" if len(sources) > 1 else sources[0]  # a cursor binds the canonical name
+    page = listing.list_objects(stores, source=source, prefix=prefix, limit=limit,
+                                cursor=req.params.get("cursor") or None)
     return json_response(page.as_json())
 
 

@@ -1,11 +1,20 @@
-"""The combined listing: both clouds listed concurrently, merged by (key, source), paged.
+"""The combined listing: both clouds listed concurrently, merged, paged.
 
-Each cloud is read from its cursor position a page at a time (the next page prefetched
-while the current one is merged), the sorted feeds are merged until `limit` objects are
-taken, and the cursor records, per cloud, the position after the last object it
-contributed, so no cloud is listed much further than the page needs. Over an
-unchanged data set every object is returned exactly once. A cloud that fails fails the
-whole request: a partial list is never passed off as complete.
+Each cloud lists in its own service's order (S3: UTF-8 bytes; Azure: UTF-16 code units;
+they differ only where a character above U+FFFF meets one in U+E000-U+FFFF at the same
+position). Each is read from its cursor position a page at a time (the next page
+prefetched while the current one is merged), and the two feeds are merged by always
+taking the head that comes first by (key as UTF-8 bytes, source): on equal keys Azure's
+first. The cursor records, per cloud, the last key it returned (or an equivalent one).
+
+Exactly once, for any Unicode: what a page takes from a cloud is the next run of that
+cloud's own sequence, and the cloud resumes after the last key of that run in its own
+order, which is the rest of its sequence. The merge's choice depends only on the two
+heads, which the cursor restores, so the pages joined are the one merge of the two whole
+sequences, whatever the page size. That merge is the order documented in docs/listing.md:
+sorted by (key, source) wherever the two orders agree.
+
+A cloud that fails fails the whole request: a partial list is never passed off as complete.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from typing import Any
 
 from crosscloud import cursor as cursors
 from crosscloud.errors import BadRequest
-from crosscloud.stores.base import ObjectInfo, ObjectStore
+from crosscloud.stores.base import ObjectInfo, ObjectStore, StartRefused
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 5000
@@ -29,7 +38,6 @@ SOURCES = ("azure", "s3")
 class Entry:
     source: str
     info: ObjectInfo
-    resume: cursors.Position  # where this cloud resumes after this entry
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -51,13 +59,13 @@ class ListingPage:
 
 
 def parse_limit(raw: str | None) -> int:
+    """ASCII digits only: `int()` would also take other scripts' digits, signs, spaces, `_`."""
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, got {raw[:40]!r}",
-                         code="invalid_limit") from None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT} in ASCII digits, "
+                         f"got {raw[:40]!r}", code="invalid_limit")
+    value = int(raw)
     if not 1 <= value <= MAX_LIMIT:
         raise BadRequest(f"limit must be from 1 to {MAX_LIMIT}, got {value}", code="invalid_limit")
     return value
@@ -90,14 +98,13 @@ def _pages(store: ObjectStore, prefix: str, start: cursors.Position,
     """One cloud's entries from `start`, page by page, with whether more pages follow."""
     if start.done:
         return
-    token, skip_through = start.token, start.after
-    for page in store.list_pages(prefix, token, page_size, start_after=skip_through):
-        entries = [Entry(store.name, info, cursors.Position(token, info.key)) for info in page.items
-                   if skip_through is None or info.key > skip_through]
-        yield entries, page.next_token is not None
-        token, skip_through = page.next_token, None
-        if token is None:
-            return
+    try:
+        for page in store.list_pages(prefix, page_size, start_after=start.after):
+            yield [Entry(store.name, info) for info in page.items], page.next_token is not None
+            if page.next_token is None:
+                return
+    except StartRefused as exc:  # only a cursor can start a listing elsewhere than the start
+        raise cursors.invalid(f"the {store.name} position was refused: {exc.message}") from None
 
 
 class _Feed:
@@ -119,6 +126,10 @@ class _Feed:
         self._buffer: deque[Entry] = deque()
         self._more_pages = True
         self.exhausted = False
+
+    def head(self) -> Entry | None:
+        """The next entry if it is already buffered (never fetches)."""
+        return self._buffer[0] if self._buffer else None
 
     def frontier(self) -> tuple[bytes, str] | None:
         """The order of the last buffered entry (None: nothing buffered)."""
@@ -150,7 +161,22 @@ class _Feed:
 
 
 def _order(entry: Entry) -> tuple[bytes, str]:
-    return entry.info.key.encode("utf-8"), entry.source
+    """The merge's comparison of two heads: key as UTF-8 bytes, then source."""
+    return entry.info.key.encode("utf-8", "surrogatepass"), entry.source
+
+
+def _resume_at(store: ObjectStore, returned: str | None, head: Entry | None,
+               last: str) -> str | None:
+    """Where `store` resumes: after the last key it returned, or after the page's last key
+    `last` (from either cloud) when that splits this cloud's keys the same way, in its own
+    order: nothing returned after `last`, nothing left before it. Both clouds then share
+    one key in the cursor."""
+    if head is None:
+        return returned
+    order = store.sort_key
+    if (returned is None or order(returned) <= order(last)) and order(last) < order(head.info.key):
+        return last
+    return returned
 
 
 def list_objects(stores: Mapping[str, ObjectStore], *, source: str = "all", prefix: str = "",
@@ -185,11 +211,14 @@ def list_objects(stores: Mapping[str, ObjectStore], *, source: str = "all", pref
             items.append(feeds[name].pop())
         next_positions = dict(positions)
         for name, feed in feeds.items():
-            taken = [e for e in items if e.source == name]
-            if taken:
-                next_positions[name] = taken[-1].resume
             if feed.exhausted:
                 next_positions[name] = cursors.Position(done=True)
+                continue
+            taken = [e for e in items if e.source == name]
+            returned = taken[-1].info.key if taken else positions[name].after
+            if items:
+                returned = _resume_at(stores[name], returned, feed.head(), items[-1].info.key)
+            next_positions[name] = cursors.Position(after=returned)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     more = any(not p.done for p in next_positions.values())

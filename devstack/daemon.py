@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from moto.core.authorization import ActionAuthenticatorMixin
     from moto.server import ThreadedMotoServer
 
-    from devstack import aws, config, identity_server, provision
+    from devstack import aws, config, identity_server, provision, s3_listing
 
     key = identity_server.load_or_create_signing_key(args.state / "identity" / "signing-key.pem")
     identity_url = f"http://{config.HOST}:{args.identity_port}"
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     id_server = identity_server.start(service, args.identity_port)
 
     aws.install(aws.OidcDiscovery({config.ISSUER: f"{identity_url}/{config.TENANT_ID}"}))
+    s3_listing.install()
     settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
     moto = ThreadedMotoServer(ip_address=config.HOST, port=args.aws_port, verbose=False)
     moto.start()

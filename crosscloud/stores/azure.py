@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import threading
@@ -36,7 +35,16 @@ from azure.storage.blob._shared.response_handlers import process_storage_error, 
 
 from crosscloud.errors import BadRequest, CrossCloudError, IdentityError, NotFound, UpstreamError
 from crosscloud.settings import ContainerUrl
-from crosscloud.stores.base import ObjectInfo, ObjectReader, ObjectStore, Page, PutOptions, PutResult
+from crosscloud.stores.base import (
+    ObjectInfo,
+    ObjectReader,
+    ObjectStore,
+    Page,
+    PutOptions,
+    PutResult,
+    StartRefused,
+    utf16_order,
+)
 
 CHUNK = 4 * 1024 * 1024  # download granularity: bounds memory per open stream
 
@@ -125,23 +133,21 @@ def _info(props: BlobProperties) -> ObjectInfo:
 
 
 def _info_from_xml(blob: ET.Element) -> ObjectInfo:
-    """One `<Blob>` of a List Blobs response (names may be percent-encoded: `Encoded="true"`)."""
+    """One `<Blob>` of a List Blobs response (names may be percent-encoded: `Encoded="true"`).
+
+    Only what a listing returns is read: name, size, last-modified, ETag.
+    """
     name_node = blob.find("Name")
     name = name_node.text or "" if name_node is not None else ""
     if name_node is not None and name_node.get("Encoded") == "true":
         name = unquote(name)
     props = blob.find("Properties")
     get = props.findtext if props is not None else (lambda _tag, default=None: default)
-    md5 = get("Content-MD5")
-    metadata = blob.find("Metadata")
     return ObjectInfo(
         key=name,
         size=int(get("Content-Length") or 0),
         last_modified=parsedate_to_datetime(get("Last-Modified") or "").astimezone(dt.UTC),
         etag=(get("Etag") or "").strip('"'),
-        content_type=get("Content-Type") or None,
-        content_md5=base64.b64decode(md5) if md5 else None,
-        metadata={m.tag: m.text or "" for m in metadata} if metadata is not None else {},
     )
 
 
@@ -172,30 +178,42 @@ class AzureBlobStore(ObjectStore):
     def describe(self) -> str:
         return f"Azure container {self._location.url}"
 
-    def list_pages(self, prefix: str = "", page_token: str | None = None,
-                   page_size: int | None = None, start_after: str | None = None) -> Iterator[Page]:
+    def sort_key(self, key: str) -> bytes:
+        return utf16_order(key)  # Azure (and Azurite) list names by UTF-16 code units
+
+    def list_pages(self, prefix: str = "", page_size: int | None = None,
+                   start_after: str | None = None) -> Iterator[Page]:
         """Listing pages, parsed straight from the service's XML.
 
         This is the SDK's own fast path, as `list_blob_names` takes it: a generated client on
         the same pipeline (auth, retries) whose model deserializer is switched off, with
         `cls=return_raw_deserialized` handing back the parsed XML, read here for the
         properties we need. `list_blobs`' model deserializer costs ~0.35 ms of CPU per
-        blob, 10x the request itself; see docs/benchmarks.md. `start_after` resumes exactly
-        with the service's `startFrom` (inclusive: the caller skips the key itself).
+        blob, 10x the request itself; see docs/benchmarks.md. No `include`: blob metadata
+        is not asked for (no listing caller uses it). `start_after` resumes with the
+        service's `startFrom`, which is inclusive, so the first page asks for one more and
+        drops that name.
         """
-        marker = None if start_after else page_token
-        extra: dict[str, Any] = {"start_from": start_after} if start_after else {}
         size = min(page_size or self.max_page_size, self.max_page_size)
+        marker = None
+        extra: dict[str, Any] = {}
+        if start_after:
+            extra = {"start_from": start_after, "maxresults": min(size + 1, self.max_page_size)}
         while True:
             with azure_errors("list", self._who):
                 try:
                     _, xml = self._lister.container.list_blob_flat_segment(
-                        prefix=prefix or None, marker=marker, maxresults=size, include=["metadata"],
-                        cls=return_raw_deserialized, **extra)
+                        prefix=prefix or None, marker=marker, **{"maxresults": size, **extra},
+                        cls=return_raw_deserialized)
                 except HttpResponseError as error:
+                    if extra and error.status_code == 400:
+                        code = error.response.headers.get("x-ms-error-code") if error.response else None
+                        raise StartRefused(f"Azure refused to list from {start_after[:80]!r} ({code})") from None
                     process_storage_error(error)  # the SDK's own mapping: error codes, exception types
             blobs = xml.find("Blobs")
             items = [_info_from_xml(blob) for blob in (blobs if blobs is not None else [])]
+            if extra and items and items[0].key == start_after:
+                items = items[1:]
             marker = xml.findtext("NextMarker") or None
             yield Page(items, marker)
             if marker is None:

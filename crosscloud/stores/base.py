@@ -12,7 +12,21 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from crosscloud.errors import BadRequest
+
 MAX_KEY_BYTES = 1024  # S3's limit on key length in UTF-8 bytes
+
+
+def utf8_order(key: str) -> bytes:
+    """S3's listing order: keys compared as UTF-8 bytes (the same as by code point)."""
+    return key.encode("utf-8", "surrogatepass")
+
+
+def utf16_order(key: str) -> bytes:
+    """Azure's listing order: names compared as UTF-16 code units. It differs from UTF-8's
+    only where a character above U+FFFF (a surrogate pair, 0xD800-0xDFFF) meets one in
+    U+E000-U+FFFF at the same position: UTF-16 puts the first before, UTF-8 after."""
+    return key.encode("utf-16-be", "surrogatepass")
 
 
 @dataclass(frozen=True)
@@ -23,14 +37,14 @@ class ObjectInfo:
     size: int
     last_modified: dt.datetime
     etag: str
-    content_type: str | None = None
+    content_type: str | None = None  # the rest: from stat/open only, None in listings
     content_md5: bytes | None = None  # Azure's Content-MD5 when the blob has one
-    metadata: Mapping[str, str] | None = None  # None: not known from a listing
+    metadata: Mapping[str, str] | None = None
 
 
 @dataclass
 class Page:
-    """One page of a listing, and the token that lists the page after it (None at the end)."""
+    """One page of a listing; `next_token` is None on the last page."""
 
     items: list[ObjectInfo]
     next_token: str | None
@@ -100,19 +114,30 @@ class ObjectReader:
         self.close()
 
 
+class StartRefused(BadRequest):
+    """The service refused a listing's start position (a key no object could have)."""
+
+    code = "invalid_start"
+
+
 class ObjectStore(ABC):
     """A flat namespace of objects in one container or bucket."""
 
     name: str  # "azure" | "s3"
     max_page_size: int = 1000
 
-    @abstractmethod
-    def list_pages(self, prefix: str = "", page_token: str | None = None,
-                   page_size: int | None = None, start_after: str | None = None) -> Iterator[Page]:
-        """Pages of objects under `prefix` in key order, starting at `page_token`.
+    def sort_key(self, key: str) -> bytes:
+        """This store's listing order (its service's own): keys compare as these bytes."""
+        return utf8_order(key)
 
-        `start_after` is a hint: a store that can start listing after a key (S3) may do so
-        instead of using `page_token`; callers still skip keys up to it themselves.
+    @abstractmethod
+    def list_pages(self, prefix: str = "", page_size: int | None = None,
+                   start_after: str | None = None) -> Iterator[Page]:
+        """Pages of the objects under `prefix` in this store's order (`sort_key`), only the
+        keys after `start_after` in that order (which need not be an existing key).
+
+        Listing asks for and returns key, size, last-modified and ETag only. A store
+        raises `StartRefused` when the service refuses `start_after` itself.
         """
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:

@@ -19,7 +19,15 @@ from botocore.exceptions import (
 
 from crosscloud.auth.federation import client_config
 from crosscloud.errors import CrossCloudError, IntegrityError, NotFound, PreconditionFailed, UpstreamError
-from crosscloud.stores.base import ObjectInfo, ObjectReader, ObjectStore, Page, PutOptions, PutResult
+from crosscloud.stores.base import (
+    ObjectInfo,
+    ObjectReader,
+    ObjectStore,
+    Page,
+    PutOptions,
+    PutResult,
+    StartRefused,
+)
 
 CHUNK = 1024 * 1024
 RETRYABLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
@@ -83,20 +91,31 @@ class S3Store(ObjectStore):
     def _errors(self, action: str, key: str | None = None) -> contextlib.AbstractContextManager[None]:
         return s3_errors(action, self.bucket, self.role_arn, key)
 
-    def list_pages(self, prefix: str = "", page_token: str | None = None,
-                   page_size: int | None = None, start_after: str | None = None) -> Iterator[Page]:
+    def list_pages(self, prefix: str = "", page_size: int | None = None,
+                   start_after: str | None = None) -> Iterator[Page]:
+        """Listing pages from botocore's paginator; `StartAfter` resumes exactly (exclusive).
+
+        Asks for nothing beyond the keys' own properties (no owner, no optional attributes).
+        """
         params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix,
                                   "PaginationConfig": {"PageSize": min(page_size or 1000, 1000)}}
-        if start_after:  # exact resume, without re-reading the page the key was on
+        if start_after:
             params["StartAfter"] = start_after
-        elif page_token:
-            params["ContinuationToken"] = page_token
         pages = iter(self.client.get_paginator("list_objects_v2").paginate(**params))
+        first = True
         while True:
             with self._errors("list"):
-                page = next(pages, None)
+                try:
+                    page = next(pages, None)
+                except ClientError as exc:
+                    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                    if first and start_after and status == 400:
+                        raise StartRefused(f"S3 refused to list from {start_after[:80]!r} "
+                                           f"({exc.response.get('Error', {}).get('Code')})") from None
+                    raise
             if page is None:
                 return
+            first = False
             items = [
                 ObjectInfo(key=o["Key"], size=int(o["Size"]),
                            last_modified=o["LastModified"].astimezone(dt.UTC),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import re
 import subprocess
@@ -109,3 +112,27 @@ def test_host_log_holds_no_key_token_or_signature(host):
     assert not re.search(r"eyJ[\w-]{10,}\.[\w-]{10,}\.", log)
     assert "X-Amz-Signature" not in log
     assert "sig=" not in log
+
+
+def test_listing_over_http_resumes_each_cloud_in_its_order_and_refuses_bad_input(host, azure_admin, prefix):
+    """Issues 11 and 14 over the host: Azure's `a～` after `a😀` is not skipped on resume;
+    non-ASCII digits in `limit` and a forged cursor with made-up page tokens are 400."""
+    for key in ("a0", "a😀", "a～", "b"):
+        azure_admin.upload_blob(prefix + key, b"x", overwrite=True)
+    url, params, seen = f"{host['url']}/api/objects", {"prefix": prefix, "source": "azure", "limit": "2",
+                                                       "code": host["key"]}, []
+    while True:
+        page = requests.get(url, params=params, timeout=30).json()
+        seen += [i["key"][len(prefix):] for i in page["items"]]
+        if not page["next_cursor"]:
+            break
+        params["cursor"] = page["next_cursor"]
+    assert seen == ["a0", "a😀", "a～", "b"]
+    for limit in ("١٢", "𝟓"):
+        response = requests.get(url, params={"limit": limit, "code": host["key"]}, timeout=30)
+        assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_limit")
+    body = b'{"v":1,"s":"all","p":"","pos":{"azure":["made-up",null],"s3":["made-up",null]}}'
+    mac = hmac.new(b"crosscloud-listing-cursor-v1", body, hashlib.sha256).digest()[:12]  # the old, public key
+    forged = base64.urlsafe_b64encode(mac + body).rstrip(b"=").decode()
+    response = requests.get(url, params={"cursor": forged, "code": host["key"]}, timeout=30)
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_cursor")

@@ -8,16 +8,44 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from crosscloud.errors import NotFound
-from crosscloud.stores.base import ObjectInfo, ObjectReader, ObjectStore, Page, PutOptions, PutResult
+from crosscloud.stores.base import (
+    ObjectInfo,
+    ObjectReader,
+    ObjectStore,
+    Page,
+    PutOptions,
+    PutResult,
+    utf8_order,
+    utf16_order,
+)
 
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-class MemoryStore(ObjectStore):
-    """Pages like a cloud: opaque tokens, fixed page size, sorted keys."""
+def _code_units(key: str) -> list[int]:
+    """The UTF-16 code units of `key`, worked out by hand (not with the code under test)."""
+    units: list[int] = []
+    for char in key:
+        point = ord(char)
+        if point > 0xFFFF:
+            units += [0xD800 + ((point - 0x10000) >> 10), 0xDC00 + ((point - 0x10000) & 0x3FF)]
+        else:
+            units.append(point)
+    return units
 
-    def __init__(self, name: str, keys: dict[str, bytes] | None = None, page_size: int = 3):
+
+class MemoryStore(ObjectStore):
+    """Pages like a cloud: fixed page size, keys in the service's order, resumes after a key.
+
+    S3 (default) orders keys by UTF-8 bytes, which is Python's own code-point order; Azure
+    (`utf16=True`) by UTF-16 code units. The fake orders by itself and declares the order
+    with the store's `sort_key`, so a wrong `sort_key` shows in the listing tests.
+    """
+
+    def __init__(self, name: str, keys: dict[str, bytes] | None = None, page_size: int = 3,
+                 *, utf16: bool = False):
         self.name = name
+        self.utf16 = utf16
         self.max_page_size = page_size
         self.objects = dict(keys or {})
         self.list_calls = 0
@@ -26,18 +54,22 @@ class MemoryStore(ObjectStore):
         self.read_bytes: dict[str, int] = {}  # bytes taken from each object's stream
         self.closed: list[str] = []  # keys whose reader was closed
 
-    def list_pages(self, prefix: str = "", page_token: str | None = None,
-                   page_size: int | None = None, start_after: str | None = None) -> Iterator[Page]:
+    def list_pages(self, prefix: str = "", page_size: int | None = None,
+                   start_after: str | None = None) -> Iterator[Page]:
         self.list_calls += 1
         if self.fail_list:
             raise RuntimeError(f"{self.name} is down")
-        keys = sorted((k for k in self.objects if k.startswith(prefix)), key=lambda k: k.encode())
-        start = int(page_token[4:]) if page_token else 0
+        order = _code_units if self.utf16 else str
+        keys = sorted((k for k in self.objects if k.startswith(prefix)), key=order)
+        if start_after is not None:
+            keys = [k for k in keys if order(k) > order(start_after)]
         size = min(page_size or self.max_page_size, self.max_page_size)
-        while start < len(keys):
-            chunk = keys[start:start + size]
-            start += size
-            yield Page([self._info(k) for k in chunk], f"tok-{start}" if start < len(keys) else None)
+        for start in range(0, max(len(keys), 1), size):
+            more = start + size < len(keys)
+            yield Page([self._info(k) for k in keys[start:start + size]], "more" if more else None)
+
+    def sort_key(self, key: str) -> bytes:
+        return utf16_order(key) if self.utf16 else utf8_order(key)
 
     def _info(self, key: str) -> ObjectInfo:
         return ObjectInfo(key, len(self.objects[key]), EPOCH, f"etag-{self.name}-{key}")
