@@ -21,7 +21,7 @@ from crosscloud.backup import index
 from crosscloud.backup.config import RESERVED, BackupConfig
 from crosscloud.backup.metadata import SOURCE_ETAG
 from crosscloud.backup.report import utc_iso
-from crosscloud.backup.walk import InOrderLookup, order_of, prefetch
+from crosscloud.backup.walk import InOrderLookup, prefetch
 from crosscloud.errors import CrossCloudError, NotFound
 from crosscloud.stores.base import MAX_KEY_BYTES, ObjectInfo, ObjectStore
 
@@ -44,11 +44,11 @@ class Decision:
 class BackupPlanner:
     """What the destination holds, and what each copy is a copy of (thread-safe)."""
 
-    def __init__(self, dest: ObjectStore, config: BackupConfig, source_name: str = "azure"):
+    def __init__(self, source: ObjectStore, dest: ObjectStore, config: BackupConfig):
         self.dest, self.config = dest, config
         self._lock = threading.Lock()
-        self._order_name = "utf-16" if source_name == "azure" else "utf-8"
-        self._source_order = order_of(source_name)
+        self._order_name = source.listing_order
+        self._source_order = source.sort_key
         self._listing: InOrderLookup[tuple[int, str]] | None = None
         self._index: InOrderLookup[index.Entry] | None = None
         self._next = index.IndexWriter(self._source_order, self._order_name)
@@ -58,7 +58,7 @@ class BackupPlanner:
         prefix, scope = self.config.prefix, self.config.source_prefix
         listing = ((info.key[len(prefix):], (info.size, info.etag))
                    for page in prefetch(self.dest.list_pages(prefix + scope)) for info in page.items)
-        self._listing = InOrderLookup(listing, order_of(self.dest.name))
+        self._listing = InOrderLookup(listing, self.dest.sort_key)
         entries = index.read(self.dest, prefix + index.INDEX_NAME, self._order_name)
         # Entries passed over outside the scope are kept; inside it their source is gone.
         self._index = InOrderLookup(entries, self._source_order, passed=self._carry_outside_scope)

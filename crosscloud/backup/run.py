@@ -60,7 +60,7 @@ class Backup:
         self.run_id = run_id or f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
         self.progress = progress
         self.counters = Counters()
-        self.planner = BackupPlanner(dest, config, source.name)
+        self.planner = BackupPlanner(source, dest, config)
         self.copier = Copier(source, dest, config, dest_key=lambda key: config.prefix + key,
                              metadata=backup_metadata, learn=self.planner.learn, stopping=self._stopping,
                              deadline=lambda: self._deadline, counters=self.counters)

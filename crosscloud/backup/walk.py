@@ -20,21 +20,6 @@ T = TypeVar("T")
 SortKey = Callable[[str], object]
 
 
-def utf8_order(key: str) -> str:
-    """S3's order: UTF-8 bytes, which is Python's own code-point order of `str`."""
-    return key
-
-
-def utf16_order(key: str) -> bytes:
-    """Azure's order: UTF-16 code units (big-endian bytes compare like the units)."""
-    return key.encode("utf-16-be", "surrogatepass")
-
-
-def order_of(store_name: str) -> SortKey:
-    """The listing order of a store, by its name (Azure: UTF-16; S3 and others: UTF-8)."""
-    return utf16_order if store_name == "azure" else utf8_order
-
-
 def astral_sensitive(key: str) -> bool:
     """Whether UTF-8 and UTF-16 orders may place `key` differently against some other key."""
     return any(ord(ch) >= 0xE000 for ch in key)

@@ -178,6 +178,8 @@ class AzureBlobStore(ObjectStore):
     def describe(self) -> str:
         return f"Azure container {self._location.url}"
 
+    listing_order = "utf-16"
+
     def sort_key(self, key: str) -> bytes:
         return utf16_order(key)  # Azure (and Azurite) list names by UTF-16 code units
 

@@ -126,6 +126,8 @@ class ObjectStore(ABC):
     name: str  # "azure" | "s3"
     max_page_size: int = 1000
 
+    listing_order = "utf-8"  # the name of `sort_key`'s order, for files that record one
+
     def sort_key(self, key: str) -> bytes:
         """This store's listing order (its service's own): keys compare as these bytes."""
         return utf8_order(key)
