@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import machine, write_section
-from bench.stack import local_cloud
+from bench.stack import admin_clients, local_cloud
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = "bench-backup/"
@@ -57,16 +57,7 @@ class Run:
 
 
 def _clients(env: dict[str, str]) -> tuple[Any, Any]:
-    import boto3
-    from azure.storage.blob import ContainerClient
-
-    container = ContainerClient.from_connection_string(
-        env["DEVSTACK_AZURE_CONNECTION_STRING"], "data", connection_verify=env["REQUESTS_CA_BUNDLE"],
-        max_block_size=32 * MIB, max_single_put_size=32 * MIB)
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name=env["AWS_REGION"],
-                      aws_access_key_id=env["DEVSTACK_AWS_ADMIN_ACCESS_KEY_ID"],
-                      aws_secret_access_key=env["DEVSTACK_AWS_ADMIN_SECRET_ACCESS_KEY"])
-    return container, s3
+    return admin_clients(env, max_block_size=32 * MIB, max_single_put_size=32 * MIB)
 
 
 def seed(container: Any) -> None:

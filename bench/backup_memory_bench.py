@@ -21,9 +21,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.backup_bench import _clients, _timed
+from bench.backup_bench import _timed
 from bench.report import machine, write_section
-from bench.stack import local_cloud
+from bench.stack import admin_clients, local_cloud
 
 OBJECT_BYTES = 64
 
@@ -89,7 +89,7 @@ def main() -> None:
     args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
     rows, peaks = [], {}
     with local_cloud() as env:
-        container, _ = _clients(env)
+        container, _ = admin_clients(env)
         for count in args.counts:
             source = f"bench-mem/{count}/"
             seed(container, source, count)

@@ -24,7 +24,7 @@ import requests
 
 from bench import listing_cpu
 from bench.report import machine, write_section
-from bench.stack import local_cloud
+from bench.stack import admin_clients, local_cloud
 
 PREFIX = "bench-list/"
 PER_CLOUD = 5000
@@ -33,14 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def seed(env: dict[str, str]) -> None:
-    import boto3
-    from azure.storage.blob import ContainerClient
-
-    container = ContainerClient.from_connection_string(
-        env["DEVSTACK_AZURE_CONNECTION_STRING"], "data", connection_verify=env["REQUESTS_CA_BUNDLE"])
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name=env["AWS_REGION"],
-                      aws_access_key_id=env["DEVSTACK_AWS_ADMIN_ACCESS_KEY_ID"],
-                      aws_secret_access_key=env["DEVSTACK_AWS_ADMIN_SECRET_ACCESS_KEY"])
+    container, s3 = admin_clients(env)
     have_azure = sum(1 for _ in container.list_blobs(name_starts_with=PREFIX))
     have_s3 = sum(p.get("KeyCount", 0) for p in s3.get_paginator("list_objects_v2").paginate(
         Bucket=env["S3_BUCKET"], Prefix=PREFIX))

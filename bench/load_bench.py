@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import requests
 
 from bench.report import machine, write_section
-from bench.stack import local_cloud
+from bench.stack import admin_clients, local_cloud
 from devstack import envfile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,14 +40,7 @@ POOLS = (None, "32")  # the worker's default pool, then 32 functions at once
 
 
 def seed(env: dict[str, str]) -> None:
-    import boto3
-    from azure.storage.blob import ContainerClient
-
-    container = ContainerClient.from_connection_string(
-        env["DEVSTACK_AZURE_CONNECTION_STRING"], "data", connection_verify=env["REQUESTS_CA_BUNDLE"])
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name=env["AWS_REGION"],
-                      aws_access_key_id=env["DEVSTACK_AWS_ADMIN_ACCESS_KEY_ID"],
-                      aws_secret_access_key=env["DEVSTACK_AWS_ADMIN_SECRET_ACCESS_KEY"])
+    container, s3 = admin_clients(env)
     keys = [f"{PREFIX}object-{i:04d}.bin" for i in range(PER_CLOUD)]
     with ThreadPoolExecutor(16) as pool:
         if sum(1 for _ in container.list_blob_names(name_starts_with=PREFIX)) < PER_CLOUD:

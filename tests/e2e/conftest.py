@@ -91,6 +91,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def await_health(url: str, proc: subprocess.Popen[bytes], log: Path, seconds: float = 30) -> None:
+    """Wait until a starting `devstack serve` answers /api/health; fail with its log if it dies."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            requests.get(f"{url}/api/health", timeout=1)
+            return
+        except requests.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"devstack serve did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def serving(log: Path, overrides: dict[str, str] | None = None, port: int | None = None) -> Iterator[str]:
     """`python -m devstack serve` with some app settings overridden; yields its base URL."""
@@ -101,15 +115,7 @@ def serving(log: Path, overrides: dict[str, str] | None = None, port: int | None
         proc = subprocess.Popen([sys.executable, "-m", "devstack", "serve", "--port", str(port)], cwd=ROOT,
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{url}/api/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"devstack serve did not start:\n{log.read_text()}")
-                time.sleep(0.1)
+        await_health(url, proc, log)
         yield url
     finally:
         proc.terminate()
@@ -161,16 +167,7 @@ def start_serve(log: Path, env: Mapping[str, str]) -> tuple[subprocess.Popen[byt
         proc = subprocess.Popen([sys.executable, "-m", "devstack", "serve", "--port", str(port)], cwd=ROOT,
                                 stdout=out, stderr=subprocess.STDOUT, env=dict(env))
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(f"{url}/api/health", timeout=1)
-            break
-        except requests.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"devstack serve did not start:\n{log.read_text()}")
-            time.sleep(0.1)
+    await_health(url, proc, log)
     from devstack import envfile
 
     state = Path(env.get("DEVSTACK_DIR") or ROOT / ".devstack")

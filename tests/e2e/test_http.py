@@ -17,6 +17,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from tests.e2e.conftest import await_health
+
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,15 +31,7 @@ def host(devstack_env, tmp_path_factory) -> Iterator[dict[str, str]]:
         proc = subprocess.Popen([sys.executable, "-m", "devstack", "serve"], cwd=ROOT, stdout=out,
                                 stderr=subprocess.STDOUT, env=dict(os.environ))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{url}/api/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"devstack serve did not start:\n{log.read_text()}")
-                time.sleep(0.1)
+        await_health(url, proc, log)
         yield {"url": url, "log": str(log), "key": devstack_env["DEVSTACK_FUNCTION_KEY"],
                "master": devstack_env["DEVSTACK_MASTER_KEY"]}
     finally:

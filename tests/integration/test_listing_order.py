@@ -11,6 +11,7 @@ import json
 import pytest
 
 from tests.integration.test_objects_api import body, call_list
+from tests.unit.fakes import merged_in_documented_order
 
 pytestmark = pytest.mark.integration
 
@@ -29,20 +30,6 @@ def page_all(**params: str) -> tuple[list[tuple[str, str]], list[str]]:
             return seen, cursors
         cursors.append(cursor)
         assert len(cursors) < 100
-
-
-def merged(azure: list[str], s3: list[str]) -> list[tuple[str, str]]:
-    """The documented combined order (docs/listing.md): each cloud in its own order; the
-    next object is the one whose key is smaller as UTF-8 bytes, Azure's on equal keys."""
-    out, i, j = [], 0, 0
-    while i < len(azure) or j < len(s3):
-        if j == len(s3) or (i < len(azure) and azure[i].encode() <= s3[j].encode()):
-            out.append((azure[i], "azure"))
-            i += 1
-        else:
-            out.append((s3[j], "s3"))
-            j += 1
-    return out
 
 
 @pytest.fixture
@@ -70,7 +57,7 @@ def test_paging_returns_every_object_once_in_each_clouds_own_order(unicode_seede
     """Issue 11: a resumed Azure listing skipped `a～` after `a😀`."""
     prefix, azure, s3 = unicode_seeded
     seen, _ = page_all(prefix=prefix, source=source, limit=limit)
-    expected = merged(azure if source != "s3" else [], s3 if source != "azure" else [])
+    expected = merged_in_documented_order(azure if source != "s3" else [], s3 if source != "azure" else [])
     assert seen == expected
     assert len(set(seen)) == len(ORDER_KEYS) * (2 if source == "all" else 1)
 

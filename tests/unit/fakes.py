@@ -105,3 +105,18 @@ class MemoryStore(ObjectStore):
 def reader_of(data: bytes, chunk: int = 3) -> ObjectReader:
     buf = io.BytesIO(data)
     return ObjectReader(ObjectInfo("k", len(data), EPOCH, "e"), iter(lambda: buf.read(chunk), b""))
+
+
+def merged_in_documented_order(azure: list[str], s3: list[str]) -> list[tuple[str, str]]:
+    """The combined order docs/listing.md documents, written independently of listing.py:
+    each cloud's keys as that cloud listed them; of the two next ones, the smaller as UTF-8
+    bytes comes first, Azure's on equal keys."""
+    out, i, j = [], 0, 0
+    while i < len(azure) or j < len(s3):
+        if j == len(s3) or (i < len(azure) and azure[i].encode() <= s3[j].encode()):
+            out.append((azure[i], "azure"))
+            i += 1
+        else:
+            out.append((s3[j], "s3"))
+            j += 1
+    return out

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from crosscloud import cursor, listing
 from crosscloud.errors import BadRequest
 from crosscloud.stores.base import StartRefused
-from tests.unit.fakes import MemoryStore, _code_units
+from tests.unit.fakes import MemoryStore, _code_units, merged_in_documented_order
 
 ASCII = "ab0/ "
 ASTRAL = "😀😁𐀀\U0010ffff"  # above U+FFFF: a surrogate pair in UTF-16
@@ -51,15 +51,7 @@ def documented_order(azure_keys, s3_keys, source="all"):
     key is smaller as UTF-8 bytes comes first, Azure's on equal keys."""
     azure = sorted(azure_keys, key=_code_units) if source in ("all", "azure") else []
     s3 = sorted(s3_keys) if source in ("all", "s3") else []  # Python's str order is UTF-8's
-    out, i, j = [], 0, 0
-    while i < len(azure) or j < len(s3):
-        if j == len(s3) or (i < len(azure) and azure[i].encode() <= s3[j].encode()):
-            out.append((azure[i], "azure"))
-            i += 1
-        else:
-            out.append((s3[j], "s3"))
-            j += 1
-    return out
+    return merged_in_documented_order(azure, s3)
 
 
 @pytest.mark.parametrize("source", ["all", "azure", "s3"])
