@@ -139,6 +139,29 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    import logging
+
+    from crosscloud import backup
+    from crosscloud.backup import restore
+    from crosscloud.backup.report import ProgressBar, summary
+
+    request = restore.parse_request(prefix=args.prefix, as_of=args.as_of, to_prefix=args.to_prefix,
+                                    overwrite=args.overwrite)
+    logging.getLogger(backup.REPORT_LOGGER).setLevel(logging.CRITICAL)  # printed below instead
+    bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    try:
+        report = restore.run_configured(request, dry_run=args.dry_run, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print_json(report.as_json())
+    else:
+        sys.stdout.write(summary(report, "restore"))
+    return 0 if report.ok else 1
+
+
 def _quiet_identity_warnings() -> None:
     import logging
 
@@ -185,6 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report what would be copied; write nothing")
     p.add_argument("--json", action="store_true", help="the report as JSON (as POST /api/backup returns it)")
     p.set_defaults(handler=cmd_backup)
+
+    p = sub.add_parser("restore", help="copy backup versions back into the container; never deletes, never "
+                       "replaces a blob that differs unless --overwrite (exit 1 if any failed or incomplete)")
+    p.add_argument("--prefix", default="", help="only blobs whose names start with this")
+    p.add_argument("--as-of", metavar="TIME", help="restore each blob as it was backed up at this moment "
+                   "(ISO-8601, UTC unless an offset is given, e.g. 2026-01-31T23:00:00Z); default: the latest")
+    p.add_argument("--to-prefix", default="", metavar="Q", help="restore under this prefix instead of in place")
+    p.add_argument("--overwrite", action="store_true", help="replace blobs that differ from the backup version")
+    p.add_argument("--dry-run", action="store_true", help="report what would be restored; write nothing")
+    p.add_argument("--json", action="store_true", help="the report as JSON (as POST /api/restore returns it)")
+    p.set_defaults(handler=cmd_restore)
 
     return parser
 

@@ -91,6 +91,13 @@ class Settings:
         return self._match("AWS_BACKUP_ROLE_ARN", ROLE_ARN, "arn:aws:iam::123456789012:role/crosscloud-backup")
 
     @property
+    def aws_restore_role_arn(self) -> str:
+        """The role restores read backup versions with (default AWS_BACKUP_ROLE_ARN)."""
+        if not self._env.get("AWS_RESTORE_ROLE_ARN", "").strip():
+            return self.aws_backup_role_arn
+        return self._match("AWS_RESTORE_ROLE_ARN", ROLE_ARN, "arn:aws:iam::123456789012:role/crosscloud-restore")
+
+    @property
     def aws_audience(self) -> str:
         value = self._get("AWS_WEB_IDENTITY_AUDIENCE")
         if any(c.isspace() for c in value) or value.endswith("/.default"):

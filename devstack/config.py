@@ -29,6 +29,7 @@ S3_BUCKET = "crosscloud-data"
 BACKUP_PREFIX = "backup/"
 READ_ROLE = "crosscloud-read"
 BACKUP_ROLE = "crosscloud-backup"
+RESTORE_ROLE = "crosscloud-restore"
 ADMIN_USER = "devstack-admin"
 
 

@@ -1,4 +1,4 @@
-"""Provision the local cloud: container, bucket, OIDC provider, roles and their policies.
+"""Provision the local cloud: container, versioned bucket, OIDC provider, roles and their policies.
 
 The IAM documents are rendered from `infra/policies/*.json.tpl`, the same templates
 Terraform renders for production, so tests exercise the policies that get deployed.
@@ -59,10 +59,16 @@ def provision_aws(endpoint: str, state: Path) -> dict[str, str]:
         (config.READ_ROLE, render_policy("s3-read", bucket=config.S3_BUCKET)),
         (config.BACKUP_ROLE, render_policy("s3-backup", bucket=config.S3_BUCKET,
                                            prefix=config.BACKUP_PREFIX)),
+        (config.RESTORE_ROLE, render_policy("s3-restore", bucket=config.S3_BUCKET,
+                                            prefix=config.BACKUP_PREFIX)),
     ):
         iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust, MaxSessionDuration=3600)
         iam.put_role_policy(RoleName=role, PolicyName="s3", PolicyDocument=json.dumps(policy))
-    boto3.client("s3", **boot).create_bucket(Bucket=config.S3_BUCKET)
+    s3 = boto3.client("s3", **boot)
+    s3.create_bucket(Bucket=config.S3_BUCKET)
+    # The backup bucket is versioned, as infra/ deploys it (aws_s3_bucket_versioning): restore
+    # --as-of reads the versions current at a moment.
+    s3.put_bucket_versioning(Bucket=config.S3_BUCKET, VersioningConfiguration={"Status": "Enabled"})
     return {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
 
 

@@ -143,6 +143,7 @@ def up(token_ttl: int = 3600) -> dict[str, str]:
         "BACKUP_S3_BUCKET": config.S3_BUCKET,
         "BACKUP_S3_PREFIX": config.BACKUP_PREFIX,
         "AWS_BACKUP_ROLE_ARN": f"arn:aws:iam::{config.ACCOUNT_ID}:role/{config.BACKUP_ROLE}",
+        "AWS_RESTORE_ROLE_ARN": f"arn:aws:iam::{config.ACCOUNT_ID}:role/{config.RESTORE_ROLE}",
         "AWS_ENDPOINT_URL_STS": aws_url,
         "AWS_ENDPOINT_URL_S3": aws_url,
         "AWS_ENDPOINT_URL_IAM": aws_url,

@@ -16,9 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from crosscloud.backup.config import BackupConfig, MemoryBudget
+from crosscloud.backup.plan import Action, Decision
 from crosscloud.backup.report import Counters
 from crosscloud.backup.stream import VerifyingStream
-from crosscloud.errors import CrossCloudError, FederationError, IntegrityError, NotFound, SettingError
+from crosscloud.errors import (
+    CrossCloudError,
+    FederationError,
+    IntegrityError,
+    NotFound,
+    PreconditionFailed,
+    SettingError,
+)
 from crosscloud.stores.base import ObjectInfo, ObjectStore, PutOptions
 
 log = logging.getLogger("crosscloud.backup")
@@ -29,6 +37,7 @@ class Result(enum.Enum):
     COPIED = "copied"
     VANISHED = "vanished"  # gone from the source since it was listed: nothing to copy
     PENDING = "pending"  # not (fully) done because the run is stopping; the next run does it
+    CONFLICT = "conflict"  # a conditional write lost: the destination changed meanwhile, left alone
     FAILED = "failed"
 
 
@@ -81,7 +90,9 @@ def reason(exc: Exception) -> str:
 
 
 Metadata = Callable[[ObjectInfo, bool], dict[str, str]]
+Md5Of = Callable[[ObjectInfo], "bytes | None"]  # the MD5 the source recorded for these bytes
 Learn = Callable[[str, str, "str | None"], None]
+NO_CONDITION = Decision(Action.COPY)
 
 
 class Copier:
@@ -90,25 +101,29 @@ class Copier:
     def __init__(self, source: ObjectStore, dest: ObjectStore, config: BackupConfig, *,
                  dest_key: Callable[[str], str], metadata: Metadata, learn: Learn,
                  stopping: Callable[[], bool], deadline: Callable[[], float],
-                 counters: Counters | None = None):
+                 counters: Counters | None = None, content_md5: Md5Of | None = None):
         self.source, self.dest, self.config = source, dest, config
         self.dest_key, self.metadata, self.learn = dest_key, metadata, learn
+        self.content_md5: Md5Of = content_md5 or (lambda src: src.content_md5)
         self.stopping, self.deadline = stopping, deadline
         self.counters = counters or Counters()
         self.memory = MemoryBudget(config.memory_budget)
 
-    def copy(self, info: ObjectInfo) -> Outcome:
-        """Copy with retries; never raises."""
+    def copy(self, info: ObjectInfo, decision: Decision = NO_CONDITION) -> Outcome:
+        """Copy with retries (conditional on the destination as `decision` says); never raises."""
         for attempt in range(1, self.config.attempts + 1):
             if self.stopping():
                 return Outcome(Result.PENDING, info.size)
             try:
-                size = self.copy_once(info)
+                size = self.copy_once(info, condition=decision)
             except StopCopy:
                 return Outcome(Result.PENDING, info.size, "stopped mid-copy at the run's deadline")
             except NotFound:
-                log.info("backup: %r disappeared from the source during the run; skipped", info.key)
+                log.info("%r disappeared from the source during the run; skipped", info.key)
                 return Outcome(Result.VANISHED)
+            except PreconditionFailed as exc:
+                log.info("%s; left alone", exc.message)
+                return Outcome(Result.CONFLICT, info.size, exc.message)
             except Exception as exc:
                 if fatal(exc):
                     return Outcome(Result.FAILED, info.size, reason(exc), fatal=True)
@@ -116,25 +131,27 @@ class Copier:
                     return self._give_up(info, exc)
                 delay = min(self.config.retry_base_s * 2 ** (attempt - 1), MAX_BACKOFF_S) \
                     * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not security
-                log.warning("backup: copy of %r failed (attempt %d/%d: %s); retrying in %.1f s",
+                log.warning("copy of %r failed (attempt %d/%d: %s); retrying in %.1f s",
                             info.key, attempt, self.config.attempts, reason(exc), delay)
                 time.sleep(max(0.0, min(delay, self.deadline() - time.monotonic())))
                 continue
             return Outcome(Result.COPIED, size)
         return Outcome(Result.PENDING, info.size)
 
-    def copy_once(self, info: ObjectInfo, *, verified: bool = True) -> int:
+    def copy_once(self, info: ObjectInfo, *, verified: bool = True, condition: Decision = NO_CONDITION) -> int:
         """Stream one object across; returns its size. Raises on any mismatch."""
         part = self.config.part_size_for(info.size)
         reserve = info.size if info.size < part else part * (self.config.part_concurrency + 2)
         with self.memory.reserve(reserve), self.source.open(info.key) as reader:
             src = reader.info  # the version actually read (the listing may be older)
             part = self.config.part_size_for(src.size)
+            md5 = self.content_md5(src)
             stream = VerifyingStream(reader.iter_chunks(), key=src.key, size=src.size, part_size=part,
-                                     content_md5=src.content_md5, on_bytes=self._moved)
+                                     content_md5=md5, on_bytes=self._moved)
             options = PutOptions(content_type=src.content_type, metadata=self.metadata(src, verified),
                                  part_size=part, concurrency=self.config.part_concurrency,
-                                 multipart_threshold=part, part_sha256=stream.part_sha256)
+                                 multipart_threshold=part, part_sha256=stream.part_sha256, content_md5=md5,
+                                 if_none_match=condition.if_none_match, if_match=condition.if_match)
             target = self.dest_key(src.key)
             try:
                 result = self.dest.put(target, stream, src.size, options)

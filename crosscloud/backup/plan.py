@@ -30,15 +30,24 @@ log = logging.getLogger("crosscloud.backup")
 
 class Action(enum.Enum):
     COPY = "copy"
-    CHECK = "check"  # same size: a HEAD of the destination decides
+    CHECK = "check"  # same size: a HEAD decides
     SKIP = "skip"  # the copy is current
-    REFUSE = "refuse"  # cannot be backed up (reason given)
+    KEEP = "keep"  # the destination holds something else and is left alone (restore: skipped_newer)
+    REFUSE = "refuse"  # cannot be copied (reason given)
+    IGNORE = "ignore"  # not an object of this run (the reserved area): not counted at all
 
 
 @dataclass(frozen=True)
 class Decision:
+    """What to do with one source object; a copy may be conditional on the destination."""
+
     action: Action
     reason: str = ""
+    if_none_match: bool = False  # create only: a destination object created meanwhile is kept
+    if_match: str | None = None  # replace only the destination object with this ETag
+
+
+COPY, SKIP = Decision(Action.COPY), Decision(Action.SKIP)
 
 
 class BackupPlanner:
@@ -46,6 +55,7 @@ class BackupPlanner:
 
     def __init__(self, source: ObjectStore, dest: ObjectStore, config: BackupConfig):
         self.dest, self.config = dest, config
+        self.source_prefix = config.source_prefix  # what the run lists in the source
         self._lock = threading.Lock()
         self._order_name = source.listing_order
         self._source_order = source.sort_key
@@ -91,15 +101,21 @@ class BackupPlanner:
             return Decision(Action.SKIP)
         return Decision(Action.COPY)
 
-    def check(self, info: ObjectInfo) -> bool:
-        """HEAD the copy: True if it must be copied again. Raises what the HEAD raised."""
+    def dest_key(self, key: str) -> str:
+        return self.config.prefix + key
+
+    def check(self, info: ObjectInfo) -> Decision:
+        """HEAD the copy: COPY if it must be copied again, else SKIP. Raises what the HEAD raised."""
         try:
             current = self.dest.stat(self.config.prefix + info.key)
         except NotFound:
-            return True
+            return COPY
         recorded = (current.metadata or {}).get(SOURCE_ETAG)
         self.learn(info.key, current.etag, recorded)
-        return recorded != info.etag
+        return COPY if recorded != info.etag else SKIP
+
+    def on_empty(self) -> None:
+        """An empty source is a valid backup of nothing."""
 
     def learn(self, key: str, dest_etag: str, source_etag: str | None) -> None:
         """Remember (or forget, with None) what the copy behind `dest_etag` is a copy of."""

@@ -1,9 +1,11 @@
-"""What a backup run reports (one JSON log line, the HTTP body, `--json`) and its progress."""
+"""What a backup or restore run reports (one JSON log line, the HTTP body, `--json`) and its progress."""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
@@ -32,6 +34,7 @@ class BackupReport:
     stop_reason: str | None = None  # why a run stopped early ("time budget ...", "lease lost")
     copied: int = 0  # in a dry run: would be copied
     skipped: int = 0
+    skipped_newer: int = 0  # restore: the destination holds other bytes than the version (left alone)
     failed_count: int = 0
     pending: int = 0  # known to need a copy, not done (budget, lease or outage stopped the run)
     pending_bytes: int = 0  # their total size: how much is left for the next run
@@ -69,6 +72,25 @@ class Counters:
         with self._lock:
             return {"listed": self.listed, "done": self.done, "bytes_moved": self.bytes_moved,
                     "bytes_planned": self.bytes_planned, "listing": self.listing}
+
+
+Progress = Callable[[dict[str, int], float], None]
+
+
+def start_progress(progress: Progress | None, counters: Counters, started: float, done: threading.Event,
+                   kind: str) -> threading.Thread | None:
+    """Call `progress` with the counters every 0.2 s until `done`, then once more."""
+    if progress is None:
+        return None
+
+    def tick() -> None:
+        while not done.wait(0.2):
+            progress(counters.snapshot(), time.monotonic() - started)
+        progress(counters.snapshot(), time.monotonic() - started)
+
+    thread = threading.Thread(target=tick, name=f"{kind}-progress", daemon=True)
+    thread.start()
+    return thread
 
 
 def human_bytes(size: float) -> str:
@@ -110,13 +132,14 @@ class ProgressBar:
             self.out.flush()
 
 
-def summary(report: BackupReport) -> str:
+def summary(report: BackupReport, kind: str = "backup") -> str:
     """Human-readable lines for the terminal."""
     state = "complete" if report.complete else f"INCOMPLETE ({report.stop_reason})"
     verb = "would copy" if report.dry_run else "copied"
-    lines = [f"backup {report.run_id}{' (dry run)' if report.dry_run else ''}: {state}",
+    newer = f", skipped_newer {report.skipped_newer} (left alone)" if kind == "restore" else ""
+    lines = [f"{kind} {report.run_id}{' (dry run)' if report.dry_run else ''}: {state}",
              f"  {report.source} -> {report.destination}",
-             f"  {verb} {report.copied} ({human_bytes(report.bytes_copied)}), skipped {report.skipped}, "
+             f"  {verb} {report.copied} ({human_bytes(report.bytes_copied)}), skipped {report.skipped}{newer}, "
              f"failed {report.failed_count}, pending {report.pending} ({human_bytes(report.pending_bytes)})",
              f"  {report.duration_s:.1f} s, {report.throughput_mib_s:.1f} MiB/s"]
     if report.incomplete_uploads_aborted:

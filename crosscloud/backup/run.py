@@ -1,7 +1,8 @@
-"""One backup run: leases, schedules, budgets and reports; the planner and the copier do the rest.
+"""One run of the copy engine: schedules, budgets, leases and reports; a planner and the copier
+do the rest. Backup and restore are this one loop with different planners.
 
-Written once over `ObjectStore` (like rclone's copy over its backends) and configured
-Azure container -> S3 prefix by the settings. One run:
+Written once over `ObjectStore` (like rclone's copy over its backends). A backup (Azure
+container -> S3 prefix, `BackupPlanner`, leased) runs:
 
 1. takes the run lease in the destination (`lease.py`) and aborts incomplete uploads a
    killed run left under the prefix (only the lease holder may, so no live upload is hit);
@@ -12,9 +13,11 @@ Azure container -> S3 prefix by the settings. One run:
    a row); in-flight copies finish or are cut at budget + grace and left pending. A run is
    complete only when nothing failed and nothing is pending; the next run picks up the rest.
 
-Nothing is ever deleted at the destination. Each object is written all or nothing with its
-metadata, so overlapping writers (a run presumed dead and its successor) can only leave a
-consistent copy of some source version, which the next run compares and fixes.
+A restore (`restore.py`) is the same loop from the S3 backup (a point-in-time view) to the
+container, with `RestorePlanner` and no lease. Nothing is ever deleted at the destination.
+Each object is written all or nothing with its metadata, so overlapping writers (a run
+presumed dead and its successor) can only leave a consistent copy of some source version,
+which the next run compares and fixes.
 """
 
 from __future__ import annotations
@@ -25,16 +28,24 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Protocol
 
 from crosscloud.backup.config import MIB, BackupConfig
-from crosscloud.backup.copier import Copier, Outcome, Result, fatal, outage, reason
+from crosscloud.backup.copier import Copier, Md5Of, Metadata, Outcome, Result, fatal, outage, reason
 from crosscloud.backup.lease import LEASE_NAME, Lease
 from crosscloud.backup.metadata import backup_metadata
-from crosscloud.backup.plan import Action, BackupPlanner
-from crosscloud.backup.report import MAX_LISTED_FAILURES, BackupReport, Counters, Failure, utc_iso
+from crosscloud.backup.plan import Action, BackupPlanner, Decision
+from crosscloud.backup.report import (
+    MAX_LISTED_FAILURES,
+    BackupReport,
+    Counters,
+    Failure,
+    Progress,
+    start_progress,
+    utc_iso,
+)
 from crosscloud.errors import CrossCloudError
 from crosscloud.settings import Settings
 from crosscloud.stores.base import ObjectInfo, ObjectStore
@@ -44,25 +55,41 @@ REPORT_LOGGER = "crosscloud.backup.report"  # the one JSON line per run
 HTTP_TIME_BUDGET_S = 190  # scheduling budget of an HTTP-triggered run; + grace stays under the 230 s cut
 OUTAGE_STOP_AFTER = 3  # consecutive objects failing because a cloud does not answer: stop the run
 
-Progress = Callable[[dict[str, int], float], None]
+
+
+class Planner(Protocol):
+    """What a run asks of its planner (`plan.BackupPlanner`, `restore_plan.RestorePlanner`)."""
+
+    source_prefix: str  # the run lists the source under this
+
+    def prepare(self) -> None: ...  # list the destination once (on a background thread)
+    def classify(self, info: ObjectInfo) -> Decision: ...  # from the listings alone
+    def check(self, info: ObjectInfo) -> Decision: ...  # after a HEAD (CHECK decisions)
+    def dest_key(self, key: str) -> str: ...
+    def learn(self, key: str, dest_etag: str, source_etag: str | None) -> None: ...
+    def save_index(self, run_id: str) -> None: ...
+    def on_empty(self) -> None: ...  # the source listed nothing: raise if that is an error
 
 
 class _Stop(Exception):
     """Internal: the run stops scheduling (budget, lease, fatal error)."""
 
 
-class Backup:
+class CopyRun:
     """One run. `run()` returns the report; it raises only if the run could not start."""
 
-    def __init__(self, source: ObjectStore, dest: ObjectStore, config: BackupConfig, *,
-                 dry_run: bool = False, run_id: str | None = None, progress: Progress | None = None):
+    kind = "backup"
+
+    def __init__(self, source: ObjectStore, dest: ObjectStore, config: BackupConfig, planner: Planner, *,
+                 metadata: Metadata, content_md5: Md5Of | None = None, lease_key: str | None = None,
+                 destination: str, dry_run: bool = False, run_id: str | None = None,
+                 progress: Progress | None = None):
         self.source, self.dest, self.config, self.dry_run = source, dest, config, dry_run
         self.run_id = run_id or f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-        self.progress = progress
+        self.progress, self.planner, self.lease_key = progress, planner, lease_key
         self.counters = Counters()
-        self.planner = BackupPlanner(source, dest, config)
-        self.copier = Copier(source, dest, config, dest_key=lambda key: config.prefix + key,
-                             metadata=backup_metadata, learn=self.planner.learn, stopping=self._stopping,
+        self.copier = Copier(source, dest, config, dest_key=planner.dest_key, metadata=metadata,
+                             content_md5=content_md5, learn=planner.learn, stopping=self._stopping,
                              deadline=lambda: self._deadline, counters=self.counters)
         self._lock = threading.Lock()
         self._lease: Lease | None = None
@@ -70,21 +97,21 @@ class Backup:
         self._started = 0.0
         self._outages = 0  # consecutive copies that failed because a cloud did not answer
         self._done = threading.Event()
-        self.report = BackupReport(run_id=self.run_id, source=source.describe(),
-                                   destination=f"{dest.describe()} prefix {config.prefix}",
+        self.report = BackupReport(run_id=self.run_id, source=source.describe(), destination=destination,
                                    started=utc_iso(dt.datetime.now(dt.UTC)), dry_run=dry_run)
 
     def run(self) -> BackupReport:
         self._started = time.monotonic()
         self._deadline = self._started + self.config.time_budget_s
-        ticker = self._start_progress()
+        ticker = start_progress(self.progress, self.counters, self._started, self._done, self.kind)
         try:
-            if not self.dry_run:
-                self._lease = Lease(self.dest, self.config.prefix + LEASE_NAME, self.run_id,
-                                    self.config.lease_ttl_s).acquire()
+            if not self.dry_run and self.lease_key is not None:
+                self._lease = Lease(self.dest, self.lease_key, self.run_id, self.config.lease_ttl_s).acquire()
             # The destination is listed while the source's first page is on its way.
-            with ThreadPoolExecutor(1, "backup-dest") as background:
+            with ThreadPoolExecutor(1, f"{self.kind}-dest") as background:
                 self._schedule(background.submit(self._prepare_destination))
+            if self.counters.listed == 0 and self.report.stop_reason is None:
+                self.planner.on_empty()
             if not self.dry_run and not (self._lease is not None and self._lease.lost.is_set()):
                 self.planner.save_index(self.run_id)
         finally:
@@ -96,36 +123,35 @@ class Backup:
         return self._finish()
 
     def _prepare_destination(self) -> None:
-        if not self.dry_run:
+        if self._lease is not None:  # only the lease holder may abort uploads under the prefix
             self.report.incomplete_uploads_aborted = self.dest.cleanup(self.config.prefix)
         self.planner.prepare()
 
     def _schedule(self, destination_ready) -> None:  # noqa: ANN001 - a Future[None]
         # Slots bound the queued work, so a huge listing never turns into millions of futures.
         slots = threading.BoundedSemaphore(2 * (self.config.concurrency + self.config.checkers))
-        with ThreadPoolExecutor(self.config.concurrency, "backup-copy") as copies, \
-                ThreadPoolExecutor(self.config.checkers, "backup-check") as checks:  # exits first
+        with ThreadPoolExecutor(self.config.concurrency, f"{self.kind}-copy") as copies, \
+                ThreadPoolExecutor(self.config.checkers, f"{self.kind}-check") as checks:  # exits first
             listed_any = False
             try:
                 # Modest pages: copying starts after the first one, not after 5,000 blobs.
-                for page in self.source.list_pages(self.config.source_prefix, page_size=1000):
+                for page in self.source.list_pages(self.planner.source_prefix, page_size=1000):
                     if not listed_any:
                         destination_ready.result()  # raises what listing the destination raised
                     listed_any = True
                     for info in page.items:
+                        decision = self.planner.classify(info)
+                        if decision.action is Action.IGNORE:
+                            continue
                         self.counters.add(listed=1)
                         if self._stopping():
                             raise _Stop
-                        decision = self.planner.classify(info)
-                        if decision.action is Action.REFUSE:
-                            self._fail(info.key, decision.reason)
-                        elif decision.action is Action.SKIP:
-                            self._count(skipped=1)
-                        else:
+                        if decision.action in (Action.COPY, Action.CHECK):
                             slots.acquire()
                             pool = checks if decision.action is Action.CHECK else copies
-                            pool.submit(self._handle, info, decision.action, slots)
+                            pool.submit(self._handle, info, decision, slots)
                             continue
+                        self._decided(info, decision)
                         self.counters.add(done=1)
                 destination_ready.result()  # also when the source had nothing to list
                 self.counters.add(listing=-1)
@@ -136,24 +162,34 @@ class Backup:
                     raise  # nothing happened yet: the caller gets the error itself
                 self._stop(f"source listing failed: {exc.message}")
 
-    def _handle(self, info: ObjectInfo, action: Action, slots: threading.BoundedSemaphore) -> None:
+    def _decided(self, info: ObjectInfo, decision: Decision) -> None:
+        """Count a decision that needs no copy."""
+        if decision.action is Action.REFUSE:
+            self._fail(info.key, decision.reason)
+        elif decision.action is Action.KEEP:
+            self._count(skipped_newer=1)
+        else:
+            self._count(skipped=1)
+
+    def _handle(self, info: ObjectInfo, decision: Decision, slots: threading.BoundedSemaphore) -> None:
         """Check (HEAD) if asked, then copy; runs on a worker and never raises."""
         try:
             if self._stopping():
                 return self._record(info, Outcome(Result.PENDING, info.size))
-            if action is Action.CHECK:
+            if decision.action is Action.CHECK:
                 try:
-                    if not self.planner.check(info):
-                        return self._count(skipped=1)
+                    decision = self.planner.check(info)
                 except Exception as exc:
-                    why = f"could not read the destination copy: {reason(exc)}"
+                    why = f"could not compare with the destination: {reason(exc)}"
                     return self._record(info, Outcome(Result.FAILED, info.size, why, fatal(exc), outage(exc)))
+                if decision.action is not Action.COPY:
+                    return self._decided(info, decision)
             self.counters.add(bytes_planned=info.size)
             if self.dry_run:
                 return self._count(copied=1, bytes_copied=info.size)
             if not self._fits_budget(info):
                 return self._record(info, Outcome(Result.PENDING, info.size))
-            return self._record(info, self.copier.copy(info))
+            return self._record(info, self.copier.copy(info, decision))
         finally:
             self.counters.add(done=1)
             slots.release()
@@ -170,6 +206,8 @@ class Backup:
             self._count(copied=1, bytes_copied=outcome.size)
         elif outcome.result is Result.VANISHED:
             self._count(skipped=1)
+        elif outcome.result is Result.CONFLICT:  # the destination changed meanwhile: left alone
+            self._count(skipped_newer=1)
         elif outcome.result is Result.PENDING:
             self._count(pending=1, pending_bytes=outcome.size)
         else:
@@ -190,7 +228,7 @@ class Backup:
                 setattr(self.report, name, getattr(self.report, name) + value)
 
     def _fail(self, key: str, why: str) -> None:
-        log.warning("backup: %r failed: %s", key, why)
+        log.warning("%s: %r failed: %s", self.kind, key, why)
         with self._lock:
             self.report.failed_count += 1
             if len(self.report.failed) < MAX_LISTED_FAILURES:
@@ -200,7 +238,7 @@ class Backup:
         with self._lock:
             if self.report.stop_reason is None:
                 self.report.stop_reason = why
-                log.warning("backup %s: %s; in-flight copies finish, nothing new starts", self.run_id, why)
+                log.warning("%s %s: %s; in-flight copies finish, nothing new starts", self.kind, self.run_id, why)
 
     def _stopping(self) -> bool:
         if self.report.stop_reason is not None:
@@ -214,20 +252,6 @@ class Backup:
             self._stop("the run lease reached the expiry it last secured (renewals failed)")
         return self.report.stop_reason is not None
 
-    def _start_progress(self) -> threading.Thread | None:
-        if self.progress is None:
-            return None
-        progress = self.progress
-
-        def tick() -> None:
-            while not self._done.wait(0.2):
-                progress(self.counters.snapshot(), time.monotonic() - self._started)
-            progress(self.counters.snapshot(), time.monotonic() - self._started)
-
-        thread = threading.Thread(target=tick, name="backup-progress", daemon=True)
-        thread.start()
-        return thread
-
     def _finish(self) -> BackupReport:
         report = self.report
         report.finished = utc_iso(dt.datetime.now(dt.UTC))
@@ -235,9 +259,19 @@ class Backup:
         report.throughput_mib_s = round(report.bytes_copied / MIB / report.duration_s, 2) \
             if report.duration_s > 0 else 0.0
         report.complete = report.stop_reason is None and report.pending == 0 and report.failed_count == 0
-        line = json.dumps({"event": "backup_report", **report.as_json()}, ensure_ascii=False)
+        line = json.dumps({"event": f"{self.kind}_report", **report.as_json()}, ensure_ascii=False)
         logging.getLogger(REPORT_LOGGER).log(logging.INFO if report.ok else logging.WARNING, "%s", line)
         return report
+
+
+class Backup(CopyRun):
+    """The backup: source objects to `<prefix><key>`, with the run lease and the index."""
+
+    def __init__(self, source: ObjectStore, dest: ObjectStore, config: BackupConfig, *,
+                 dry_run: bool = False, run_id: str | None = None, progress: Progress | None = None):
+        super().__init__(source, dest, config, BackupPlanner(dest, config, source.name), metadata=backup_metadata,
+                         lease_key=config.prefix + LEASE_NAME, dry_run=dry_run, run_id=run_id,
+                         destination=f"{dest.describe()} prefix {config.prefix}", progress=progress)
 
 
 def run_configured(settings: Settings | None = None, *, dry_run: bool = False,

@@ -11,10 +11,13 @@ from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO
 from urllib.parse import unquote
 
+from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
@@ -33,7 +36,15 @@ from azure.storage.blob import (
 from azure.storage.blob._list_blobs_helper import IgnoreListBlobsDeserializer
 from azure.storage.blob._shared.response_handlers import process_storage_error, return_raw_deserialized
 
-from crosscloud.errors import BadRequest, CrossCloudError, IdentityError, NotFound, UpstreamError
+from crosscloud.errors import (
+    BadRequest,
+    CrossCloudError,
+    IdentityError,
+    IntegrityError,
+    NotFound,
+    PreconditionFailed,
+    UpstreamError,
+)
 from crosscloud.settings import ContainerUrl
 from crosscloud.stores.base import (
     ObjectInfo,
@@ -47,6 +58,7 @@ from crosscloud.stores.base import (
 )
 
 CHUNK = 4 * 1024 * 1024  # download granularity: bounds memory per open stream
+BLOCK = 8 * 1024 * 1024  # upload: one Put Blob up to this size, blocks of this size above it
 
 PERMISSION_HINTS = {
     "AuthorizationPermissionMismatch": "the identity lacks a data role on the container: assign "
@@ -157,15 +169,16 @@ class AzureBlobStore(ObjectStore):
     reads_ahead_on_open = True  # download_blob GETs the first max_single_get_size bytes at once
 
     def __init__(self, container: ContainerUrl, credential: TokenCredential, *, who: str,
-                 timeout: float = 30, chunk_size: int = CHUNK):
+                 timeout: float = 30, chunk_size: int = CHUNK, block_size: int = BLOCK):
         """`chunk_size`: bytes per ranged GET while streaming (bulk copies amortise the
-        per-request latency over larger ranges, at that much memory per open stream)."""
+        per-request latency over larger ranges, at that much memory per open stream);
+        `block_size`: single-Put-Blob threshold and block size of uploads."""
         self._location = container
         self._who = who
         self._service = BlobServiceClient(
             container.account_url, credential=credential, connection_timeout=min(timeout, 10),
             read_timeout=timeout, max_single_get_size=chunk_size, max_chunk_get_size=chunk_size,
-            max_single_put_size=8 * 1024 * 1024, max_block_size=8 * 1024 * 1024,
+            max_single_put_size=block_size, max_block_size=block_size,
             # Storage's default backoff starts at 15 s; an HTTP caller should hear back sooner.
             retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3),
         )
@@ -243,15 +256,42 @@ class AzureBlobStore(ObjectStore):
 
         return ObjectReader(info, chunks())
 
+    supports_conditional_put = True
+
     def put(self, key: str, stream: BinaryIO, size: int, options: PutOptions) -> PutResult:
+        """One Put Blob up to the block size, else staged blocks committed by one Put Block
+        List (the SDK's upload): uncommitted blocks are never visible, so a killed upload
+        leaves no partial blob. The stream is read one past `size` before the commit, so a
+        verifying stream can still refuse the bytes. Conditions (create only, If-Match)
+        apply to the commit; a lost race raises `PreconditionFailed`."""
+        conditions: dict[str, Any] = {}
+        if options.if_match:
+            conditions = {"etag": f'"{options.if_match}"', "match_condition": MatchConditions.IfNotModified}
+        md5 = bytearray(options.content_md5) if options.content_md5 else None
         blob = self._blob(key)
-        with azure_errors("write", self._who, key):
-            result = blob.upload_blob(
-                stream, length=size, overwrite=True, metadata=options.metadata or None,
-                content_settings=ContentSettings(content_type=options.content_type),
-                max_concurrency=options.concurrency,
-            )
+        with self._write_errors(key):
+            try:
+                result = blob.upload_blob(
+                    _ReadToEnd(stream, size, key), length=size, overwrite=not options.if_none_match,
+                    metadata=options.metadata or None, max_concurrency=options.concurrency,
+                    content_settings=ContentSettings(content_type=options.content_type, content_md5=md5),
+                    **conditions)
+            except (ResourceExistsError, ResourceModifiedError) as exc:
+                raise PreconditionFailed(f"Azure write of {key!r}: the blob exists or changed meanwhile "
+                                         f"({getattr(exc, 'error_code', None)})") from None
         return PutResult(str(result["etag"]).strip('"'), None)
+
+    @contextlib.contextmanager
+    def _write_errors(self, key: str) -> Iterator[None]:
+        """`azure_errors`, with the role a write needs named in a refusal."""
+        try:
+            with azure_errors("write", self._who, key):
+                yield
+        except UpstreamError as exc:
+            if exc.code != "azure_forbidden":
+                raise
+            raise UpstreamError(f"{exc.message}; writing blobs (restore) needs 'Storage Blob Data "
+                                f"Contributor' on the container for {self._who}", code=exc.code) from None
 
     def _user_delegation_key(self) -> UserDelegationKey:
         """Reused until 10 minutes before it ends (a key may live up to 7 days)."""
@@ -279,3 +319,25 @@ class AzureBlobStore(ObjectStore):
             expiry=now + dt.timedelta(seconds=ttl_seconds), protocol="https",
         )
         return f"{blob.url}?{sas}"
+
+
+class _ReadToEnd:
+    """The caller's stream, read once past `size` as soon as the uploader has taken `size`
+    bytes: the SDK stops at `length`, and a verifying stream checks only at its end."""
+
+    def __init__(self, stream: BinaryIO, size: int, key: str):
+        self._stream, self._size, self._key = stream, size, key
+        self._taken = 0
+        self._ended = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n) if n is not None and n >= 0 else self._stream.read()
+        self._taken += len(data)
+        if self._taken >= self._size and not self._ended:
+            self._ended = True
+            if self._stream.read(1):
+                raise IntegrityError(f"{self._key!r} yielded more than the {self._size} bytes it declared")
+        return data
+
+    def readable(self) -> bool:
+        return True

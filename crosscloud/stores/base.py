@@ -63,6 +63,9 @@ class PutOptions:
     # current ETag (unquoted) is this one; a lost race raises `PreconditionFailed`.
     if_none_match: bool = False
     if_match: str | None = None
+    # The whole object's MD5, as the source recorded it: stores with a Content-MD5 property
+    # (Azure) set it, so a later comparison needs no read; others ignore it.
+    content_md5: bytes | None = None
     # Base64 SHA-256 of each `part_size` slice of the bytes the stream yielded, called once
     # the stream is exhausted. Stores that can have the service verify them do, and refuse
     # to make the object visible on a mismatch (`IntegrityError`).

@@ -13,7 +13,7 @@ from typing import Any
 from crosscloud.auth import identity
 from crosscloud.auth.federation import FederationTarget, shared_session
 from crosscloud.settings import Settings
-from crosscloud.stores.azure import CHUNK, AzureBlobStore
+from crosscloud.stores.azure import BLOCK, CHUNK, AzureBlobStore
 from crosscloud.stores.base import ObjectStore
 from crosscloud.stores.s3 import S3Store
 
@@ -26,26 +26,31 @@ def _timeout(settings: Settings) -> int:
     return settings.int_setting("UPSTREAM_TIMEOUT_SECONDS", 30)
 
 
-def azure_store(settings: Settings | None = None, *, chunk_size: int = CHUNK) -> AzureBlobStore:
-    """The Azure store; backups read in larger ranges (`chunk_size`) than HTTP reads do."""
+def azure_store(settings: Settings | None = None, *, chunk_size: int = CHUNK,
+                block_size: int = BLOCK) -> AzureBlobStore:
+    """The Azure store; backups read in larger ranges (`chunk_size`) than HTTP reads do,
+    restores write in blocks of the configured part size (`block_size`)."""
     settings = settings or Settings()
     container, client_id, timeout = settings.container_url, settings.azure_client_id, _timeout(settings)
-    key = ("azure", container, client_id, timeout, chunk_size)
+    key = ("azure", container, client_id, timeout, chunk_size, block_size)
     with _lock:
         store = _cache.get(key)
         if store is None:
             store = AzureBlobStore(container, identity.managed_identity(client_id),
-                                   who=identity.describe(client_id), timeout=timeout, chunk_size=chunk_size)
+                                   who=identity.describe(client_id), timeout=timeout, chunk_size=chunk_size,
+                                   block_size=block_size)
             _cache[key] = store
     assert isinstance(store, AzureBlobStore)
     return store
 
 
-def s3_store(settings: Settings | None = None, *, backup: bool = False) -> S3Store:
-    """The S3 store for listing/reading (read role), or for backups (backup role and bucket)."""
+def s3_store(settings: Settings | None = None, *, backup: bool = False, restore: bool = False) -> S3Store:
+    """The S3 store for listing/reading (read role), for backups (backup role and bucket), or
+    for restores (the backup bucket, read with the restore role)."""
     settings = settings or Settings()
-    role = settings.aws_backup_role_arn if backup else settings.aws_role_arn
-    bucket = settings.backup_bucket if backup else settings.s3_bucket
+    role = settings.aws_restore_role_arn if restore else \
+        settings.aws_backup_role_arn if backup else settings.aws_role_arn
+    bucket = settings.backup_bucket if backup or restore else settings.s3_bucket
     target = FederationTarget(role, settings.aws_audience, settings.aws_region)
     client_id, timeout = settings.azure_client_id, _timeout(settings)
     key = ("s3", bucket, target, client_id, timeout)
