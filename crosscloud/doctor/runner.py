@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crosscloud.doctor import aws, azure
+from crosscloud.doctor import aws, azure, restore
 from crosscloud.doctor.model import Context, Outcome, Skip
 from crosscloud.errors import BadRequest, CrossCloudError
 from crosscloud.settings import Settings
@@ -41,6 +41,7 @@ CHECKS: tuple[tuple[str, str, Callable[[Context], Outcome]], ...] = (
     ("trust_policy", "role trust policy evaluated against the token", aws.check_trust_policy),
     ("s3_list", "S3 bucket listable", aws.check_s3_list),
     ("backup_write", "backup destination writable", aws.check_backup_write),
+    ("restore_access", "restore possible with the current grants", restore.check_restore),
 )
 
 SECRET_PATTERNS = (

@@ -70,7 +70,7 @@ def test_healthy_setup_passes_every_check_via_the_cli(env, trust_file, stats):
     assert doc["ok"] is True
     assert {c["name"]: c["status"] for c in doc["checks"]} == dict.fromkeys(
         ["settings", "identity", "storage_token", "container_list", "aws_token", "token_claims", "sts_exchange",
-         "trust_policy", "s3_list", "backup_write"], "pass")
+         "trust_policy", "s3_list", "backup_write", "restore_access"], "pass")
     claims = doc["checks"][5]["data"]["claims"]
     assert claims["aud"] == env["AWS_WEB_IDENTITY_AUDIENCE"]
     assert claims["iss"] == f"https://sts.windows.net/{env['DEVSTACK_TENANT_ID']}/"
@@ -110,7 +110,7 @@ def test_audience_unknown_to_entra(env, monkeypatch):
     assert statuses(checks) == {
         "settings": "pass", "identity": "pass", "storage_token": "pass", "container_list": "pass",
         "aws_token": "fail", "token_claims": "skip", "sts_exchange": "skip", "trust_policy": "skip",
-        "s3_list": "skip", "backup_write": "skip"}
+        "s3_list": "skip", "backup_write": "skip", "restore_access": "skip"}
     failed = checks["aws_token"]
     assert failed["data"]["code"] == "AADSTS500011"
     assert f"no application with the App ID URI {audience} (AWS_WEB_IDENTITY_AUDIENCE)" in failed["detail"]

@@ -307,3 +307,28 @@ def test_backup_bytes_that_do_not_match_the_recorded_md5_never_become_a_blob(sco
     assert sorted(f.key.rsplit("/", 1)[-1] for f in report.failed) == ["large.bin", "small.txt"]
     assert all("Content-MD5" in f.reason for f in report.failed)
     assert scope.blobs() == {}
+
+
+def test_doctor_reports_whether_restore_is_possible(env, monkeypatch):
+    """Azurite does not enforce Azure RBAC, so only the S3 half can be refused locally."""
+    from crosscloud.doctor import runner
+
+    def restore_check() -> dict[str, Any]:
+        factory.reset_for_tests()
+        return next(c.as_json() for c in runner.run().checks if c.name == "restore_access")
+
+    granted = restore_check()
+    assert granted["status"] == "pass"
+    assert "crosscloud-restore" in granted["detail"]
+    assert "may write blobs" in granted["detail"]
+
+    monkeypatch.delenv("AWS_RESTORE_ROLE_ARN")  # not set up: the backup role has no version rights
+    unset = restore_check()
+    assert unset["status"] == "warn"
+    assert "s3:ListBucketVersions" in unset["detail"]
+    assert "enable_restore" in unset["fix"]
+
+    monkeypatch.setenv("AWS_RESTORE_ROLE_ARN", env["AWS_ROLE_ARN"])  # set up, but with the wrong role
+    wrong = restore_check()
+    assert wrong["status"] == "fail"
+    assert "crosscloud-read" in wrong["fix"]

@@ -300,12 +300,12 @@ def test_report_json_is_stable(monkeypatch):
     assert doc["schema"] == "crosscloud.doctor/1"
     assert doc["ok"] is False
     assert [c["name"] for c in doc["checks"]] == [name for name, _, _ in runner.CHECKS]
-    assert doc["summary"] == {"pass": 0, "warn": 0, "fail": 1, "skip": 9}
+    assert doc["summary"] == {"pass": 0, "warn": 0, "fail": 1, "skip": 10}
     for check in doc["checks"]:
         assert set(check) == {"name", "title", "status", "detail", "fix", "data", "duration_ms"}
     text = runner.render_text(report)
     assert text.splitlines()[1].startswith("  FAIL  settings")
-    assert text.rstrip().endswith("0 passed, 0 warnings, 1 failed, 9 skipped")
+    assert text.rstrip().endswith("0 passed, 0 warnings, 1 failed, 10 skipped")
 
 
 def test_cli_doctor_rejects_an_unreadable_trust_policy(tmp_path, capsys):
