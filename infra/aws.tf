@@ -60,6 +60,27 @@ resource "aws_iam_role_policy" "backup" {
   })
 }
 
+# Restore role (AWS_RESTORE_ROLE_ARN), only with enable_restore: list and read the backup's
+# object versions (restore --as-of), never write. Its own role, so the backup role (run
+# nightly) never holds version rights and the restore rights can be granted for a drill only.
+resource "aws_iam_role" "restore" {
+  count                = var.enable_restore ? 1 : 0
+  name                 = "${var.name}-restore"
+  description          = "${var.name}: read backup versions under s3://${local.backup_bucket_name}/${var.backup_s3_prefix}"
+  assume_role_policy   = local.trust_policy
+  max_session_duration = var.role_max_session_duration
+}
+
+resource "aws_iam_role_policy" "restore" {
+  count = var.enable_restore ? 1 : 0
+  name  = "s3-restore"
+  role  = aws_iam_role.restore[0].id
+  policy = templatefile("${local.policy_dir}/s3-restore.json.tpl", {
+    bucket = local.separate_backup_bucket ? aws_s3_bucket.backup[0].bucket : aws_s3_bucket.data.bucket
+    prefix = var.backup_s3_prefix
+  })
+}
+
 # --- buckets --------------------------------------------------------------------------
 # The data bucket always; a second bucket only when backup_s3_bucket_name differs.
 # Both get the same baseline: versioning, default encryption, no public access, bucket

@@ -104,6 +104,17 @@ resource "azurerm_role_assignment" "data_reader" {
   description          = "${var.name}: list and read the data container"
 }
 
+# Restore writes blobs back (create-only or If-Match; it never deletes). Only with
+# enable_restore, and only on this container.
+resource "azurerm_role_assignment" "data_contributor" {
+  count                = var.enable_restore ? 1 : 0
+  scope                = azurerm_storage_container.data.resource_manager_id
+  role_definition_name = "Storage Blob Data Contributor"
+  principal_id         = azurerm_user_assigned_identity.app.principal_id
+  principal_type       = "ServicePrincipal"
+  description          = "${var.name}: restore blobs from the backup into the data container"
+}
+
 # User delegation SAS (download links) needs generateUserDelegationKey, an account-level
 # action. A link can never grant more than the identity itself holds (read on the
 # container), so this adds no data access.
@@ -247,6 +258,7 @@ locals {
     BACKUP_S3_BUCKET            = local.backup_bucket_name
     BACKUP_S3_PREFIX            = var.backup_s3_prefix
     AWS_BACKUP_ROLE_ARN         = aws_iam_role.backup.arn
+    AWS_RESTORE_ROLE_ARN        = var.enable_restore ? aws_iam_role.restore[0].arn : "" # empty: restore not set up
   }
 }
 

@@ -14,6 +14,7 @@ output "app_settings" {
     BACKUP_S3_BUCKET            = local.app_settings.BACKUP_S3_BUCKET
     BACKUP_S3_PREFIX            = local.app_settings.BACKUP_S3_PREFIX
     AWS_BACKUP_ROLE_ARN         = local.app_settings.AWS_BACKUP_ROLE_ARN
+    AWS_RESTORE_ROLE_ARN        = local.app_settings.AWS_RESTORE_ROLE_ARN
   }
 }
 
@@ -65,6 +66,11 @@ output "BACKUP_S3_PREFIX" {
 output "AWS_BACKUP_ROLE_ARN" {
   description = "Role used for writing backups."
   value       = aws_iam_role.backup.arn
+}
+
+output "AWS_RESTORE_ROLE_ARN" {
+  description = "Role restores read backup versions with (empty unless enable_restore)."
+  value       = local.app_settings.AWS_RESTORE_ROLE_ARN
 }
 
 # --- for publishing and troubleshooting ----------------------------------------------

@@ -136,6 +136,12 @@ variable "backup_s3_prefix" {
   }
 }
 
+variable "enable_restore" {
+  description = "Grant what `restore` needs and nothing else does: a crosscloud-restore role that may list and read backup versions (s3:ListBucketVersions, s3:GetObjectVersion on the backup prefix), set as AWS_RESTORE_ROLE_ARN, and 'Storage Blob Data Contributor' on the data container (writes). Off by default: the app then cannot write to Azure at all."
+  type        = bool
+  default     = false
+}
+
 variable "noncurrent_version_expiration_days" {
   description = "Days S3 keeps overwritten/deleted object versions before expiring them."
   type        = number

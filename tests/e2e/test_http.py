@@ -130,3 +130,26 @@ def test_listing_over_http_resumes_each_cloud_in_its_order_and_refuses_bad_input
     forged = base64.urlsafe_b64encode(mac + body).rstrip(b"=").decode()
     response = requests.get(url, params={"cursor": forged, "code": host["key"]}, timeout=30)
     assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_cursor")
+
+
+def test_restore_over_http_needs_the_admin_key_and_restores(host, azure_admin, prefix, monkeypatch):
+    from crosscloud import backup
+    from crosscloud.stores import factory
+
+    azure_admin.upload_blob(f"{prefix}dir/ü.txt", b"restore me", overwrite=True)
+    monkeypatch.setenv("BACKUP_SOURCE_PREFIX", prefix)  # the host's BACKUP_S3_PREFIX, only this test's blobs
+    factory.reset_for_tests()
+    assert backup.run_configured().copied == 1
+    url, side = f"{host['url']}/api/restore", f"side-{prefix}"
+    params = {"prefix": prefix, "to_prefix": side}
+    assert requests.post(url, params=params, headers={"x-functions-key": host["key"]}, timeout=30).status_code == 401
+    bad = requests.post(url, params={**params, "as_of": "soon"}, headers={"x-functions-key": host["master"]},
+                        timeout=30)
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "invalid_as_of"
+    done = requests.post(url, params=params, headers={"x-functions-key": host["master"]}, timeout=120)
+    assert done.status_code == 200, done.text
+    assert (done.json()["copied"], done.json()["skipped_newer"]) == (1, 0)
+    assert azure_admin.download_blob(f"{side}{prefix}dir/ü.txt").readall() == b"restore me"
+    again = requests.post(url, params=params, headers={"x-functions-key": host["master"]}, timeout=120).json()
+    assert (again["copied"], again["skipped"]) == (0, 1)

@@ -255,6 +255,10 @@ def role_scope_problems(cfg: Config) -> list[str]:
         if not re.search(r"Owner|Contributor", role):
             continue
         scope = body.get("scope")
+        restore_writer = role == "Storage Blob Data Contributor" and not _refs(scope, "azurerm_storage_account") \
+            and "var.enable_restore" in json.dumps(body.get("count"))
+        if restore_writer and _refs(scope, "azurerm_storage_container") & data_containers:
+            continue  # restore's opt-in write grant, on the container only
         if _refs(scope, "azurerm_storage_account") & data_accounts or \
                 _refs(scope, "azurerm_storage_container") & data_containers:
             problems.append(f"{name}: {role} on the data account/container")
@@ -493,6 +497,54 @@ def test_backup_policy_writes_only_under_the_prefix() -> None:
     # A different prefix moves every write with it: nothing is hard-coded to backup/.
     moved = render("s3-backup", prefix="nightly/x/")
     assert permission_policy_problems(moved, write_prefix="nightly/x/") == []
+
+
+def test_restore_policy_reads_only_backup_versions_under_the_prefix() -> None:
+    policy = render("s3-restore", prefix="nightly/x/")
+    assert permission_policy_problems(policy, write_prefix=None) == []  # no write action at all
+    actions = {a for stmt in _statements(policy) for a in _list(stmt["Action"])}
+    assert {"s3:ListBucketVersions", "s3:GetObjectVersion"} <= actions
+    assert not any(a.startswith("s3:Delete") for a in actions)
+    for stmt in _statements(policy):
+        for resource in _list(stmt["Resource"]):
+            match = OBJECT_ARN.match(resource)
+            if match:
+                assert match.group(2).startswith("nightly/x/"), resource
+            else:  # listing the bucket: only under the prefix
+                assert stmt["Condition"]["StringLike"]["s3:prefix"] == ["nightly/x/*"]
+
+
+def restore_problems(cfg: Config) -> list[str]:
+    """Restore's rights exist only with var.enable_restore, which is off by default."""
+    problems = []
+    variables = {name: body for block in hcl2.loads((INFRA / "variables.tf").read_text(),
+                                                    serialization_options=HCL_OPTIONS).get("variable", [])
+                 for name, body in block.items()}
+    if variables.get("enable_restore", {}).get("default") is not False:
+        problems.append("variable enable_restore must default to false")
+    for (rtype, name), body in cfg.resources.items():
+        text = json.dumps(body)
+        grants = "s3-restore.json.tpl" in text or "aws_iam_role.restore" in text \
+            or body.get("role_definition_name") == "Storage Blob Data Contributor" or (rtype, name) == \
+            ("aws_iam_role", "restore")
+        if grants and "var.enable_restore" not in json.dumps(body.get("count")):
+            problems.append(f"{rtype}.{name}: a restore grant not conditional on var.enable_restore")
+    return problems
+
+
+def test_restore_rights_are_opt_in(config: Config) -> None:
+    assert restore_problems(config) == []
+    assert config.resources[("aws_iam_role", "restore")]
+    assert config.resources[("azurerm_role_assignment", "data_contributor")]
+
+
+def test_restore_checker_flags_unconditional_grants() -> None:
+    bad = Config.from_text('''
+resource "azurerm_role_assignment" "w" {
+  scope                = azurerm_storage_container.data.resource_manager_id
+  role_definition_name = "Storage Blob Data Contributor"
+}''')
+    assert any("w: a restore grant not conditional" in p for p in restore_problems(bad))
 
 
 @pytest.mark.parametrize(("statement", "prefix", "expected"), [
