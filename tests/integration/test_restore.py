@@ -164,9 +164,11 @@ def test_overwrite_replaces_only_the_blob_it_compared(scope):
 
 
 def test_a_blob_created_meanwhile_is_not_clobbered(scope, monkeypatch):
-    scope.seed({"c.txt": b"backed up"})
+    """Create-only holds for one Put Blob and for a block list (If-None-Match on the commit)."""
+    scope.seed({"c.txt": b"backed up", "big.bin": os.urandom(6 * MIB)})
     backup.run_configured()
-    scope.azure.delete_blob(scope.source + "c.txt")
+    for name in ("c.txt", "big.bin"):
+        scope.azure.delete_blob(scope.source + name)
     settings = Settings()
     dest = factory.azure_store(settings, block_size=BackupConfig.from_settings(settings).part_size)
     real_put = dest.put
@@ -177,8 +179,8 @@ def test_a_blob_created_meanwhile_is_not_clobbered(scope, monkeypatch):
 
     monkeypatch.setattr(dest, "put", racing_put)
     report = run_restore(scope)
-    assert (report.copied, report.skipped_newer) == (0, 1)
-    assert scope.blobs()["c.txt"] == b"created meanwhile"  # If-None-Match: * refused our create
+    assert (report.copied, report.skipped_newer) == (0, 2)
+    assert scope.blobs() == {"c.txt": b"created meanwhile", "big.bin": b"created meanwhile"}  # creates refused
 
 
 def _wait_for(condition: Any, timeout: float, what: str) -> Any:
