@@ -162,6 +162,7 @@ def render(data: dict[str, Any]) -> str:
     per_round = ", ".join(f"{b['seconds'] / a['seconds']:.2f}" for a, b in zip(small["ours"], small["rclone"],
                                                                                strict=True))
     ho, hr = huge["ours"], huge["rclone"]
+    loads = ", ".join(text.split()[2] for text in data["loads"] if text.startswith("load average "))
     return f"""## Restore (S3 backup -> Azure container) vs `rclone copy` the other way
 
 `python -m bench.restore_bench` on {data['machine']}, rclone {data['rclone']} (Debian's package:
@@ -171,8 +172,10 @@ alternates), one run each for the 1 GiB blob; wall time of each whole process. O
 blocks, 8 objects x 4 blocks at once), rclone is `rclone copy :s3:<backup> :azureblob:<fresh>`
 with its defaults. Ratio = rclone time / our time (above 1.0: ours is faster). Both read as
 the same restore role (rclone with temporary credentials from our federation); rclone writes
-with a container SAS. The machine was shared with other work while this ran
-({'; '.join(data['loads'])}), so absolute times are noisy; the ratio is from the same run.
+with a container SAS. The machine was shared with other agents' work while this ran
+(1-minute load averages before, after each round and after the 1 GiB runs: {loads}),
+and the emulators (moto, Azurite) share its CPUs with both tools, so absolute times are
+noisy and the ratios are from one loaded run, not a tuned comparison.
 
 | case | ours | rclone copy | ratio (per round) |
 |---|---|---|---|

@@ -167,6 +167,7 @@ class CopyRun:
         if decision.action is Action.REFUSE:
             self._fail(info.key, decision.reason)
         elif decision.action is Action.KEEP:
+            log.info("%s: %r left alone: %s", self.kind, info.key, decision.reason)
             self._count(skipped_newer=1)
         else:
             self._count(skipped=1)
