@@ -8,23 +8,27 @@ only if it is still the blob seen, If-Match). "Holds the bytes" is decided cheap
 blob's ETag is the source ETag the backup copy was made from (known from the backup index
 while the copy is unchanged, else from a HEAD of the version), or the blob's Content-MD5
 equals the MD5 the backup recorded, at equal size. The version is HEADed only for keys
-present on both sides.
+present on both sides. The target listing and the index are walked in step with the backup
+listing (`walk.py`), so memory does not grow with the number of objects.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from collections.abc import Mapping
 
 from crosscloud.backup import index
 from crosscloud.backup.config import RESERVED
 from crosscloud.backup.metadata import SOURCE_ETAG, SOURCE_MD5, UNVERIFIED, user_metadata
 from crosscloud.backup.plan import Action, Decision
+from crosscloud.backup.walk import InOrderLookup, order_of, prefetch
 from crosscloud.errors import BadRequest, CrossCloudError
 from crosscloud.stores.base import ObjectInfo, ObjectStore
 
 MAX_BLOB_NAME = 1024  # Azure's limit on blob names, in characters
+Blob = tuple[int, str, "bytes | None"]  # size, ETag, Content-MD5
 SKIP, CHECK = Decision(Action.SKIP), Decision(Action.CHECK)
 CREATE = Decision(Action.COPY, if_none_match=True)
 
@@ -65,14 +69,21 @@ class RestorePlanner:
         self.backup_prefix, self.prefix, self.to_prefix = backup_prefix, prefix, to_prefix
         self.overwrite, self.empty_hint = overwrite, empty_hint
         self.source_prefix = backup_prefix + prefix
-        self._blobs: dict[str, tuple[int, str, bytes | None]] = {}  # blob name -> (size, ETag, MD5)
-        self._index: dict[str, tuple[str, str]] = {}  # name -> (backup copy ETag, source ETag)
+        self._blobs: InOrderLookup[Blob] | None = None  # name -> the blob at the target
+        self._index: InOrderLookup[index.Entry] | None = None  # name -> (backup copy ETag, source ETag)
+        self._checking: dict[str, Blob] = {}  # CHECK decisions in flight (bounded by the run's slots)
+        self._lock = threading.Lock()
 
     def prepare(self) -> None:
-        """List the target area once; load the backup index (a cache: missing costs HEADs)."""
-        for info in self.dest.list(self.to_prefix + self.prefix):
-            self._blobs[info.key] = (info.size, info.etag, info.content_md5)
-        self._index = index.load(self.backup, self.backup_prefix + index.INDEX_NAME)
+        """Open the target listing and the backup index (a cache: missing costs HEADs); both
+        are read as the backup listing goes."""
+        start = len(self.to_prefix)
+        blobs = ((info.key[start:], (info.size, info.etag, info.content_md5))
+                 for page in prefetch(self.dest.list_pages(self.to_prefix + self.prefix)) for info in page.items)
+        self._blobs = InOrderLookup(blobs, order_of(self.dest.name))
+        # The backup wrote its index in its source's order: the container's (UTF-16).
+        entries = index.read(self.backup, self.backup_prefix + index.INDEX_NAME, "utf-16")
+        self._index = InOrderLookup(entries, order_of("azure"))
 
     def relative(self, key: str) -> str:
         return key[len(self.backup_prefix):]
@@ -81,6 +92,9 @@ class RestorePlanner:
         return self.to_prefix + self.relative(key)
 
     def classify(self, info: ObjectInfo) -> Decision:
+        """Called from one thread, in the backup listing's order."""
+        if self._blobs is None or self._index is None:
+            raise RuntimeError("RestorePlanner.prepare() must run first")
         name = self.relative(info.key)
         if name.startswith(RESERVED):
             return Decision(Action.IGNORE)  # the backup's lease and index, never data
@@ -88,20 +102,22 @@ class RestorePlanner:
         if len(target) > MAX_BLOB_NAME:
             return Decision(Action.REFUSE, f"the blob name would be {len(target)} characters; Azure allows at "
                                            f"most {MAX_BLOB_NAME}")
-        blob = self._blobs.get(target)
+        blob, known = self._blobs.find(name), self._index.find(name)
         if blob is None:
             return CREATE
         size, etag, _ = blob
         if size != info.size:
             return self._differs(etag)
-        known = self._index.get(name)
         if known is not None and known[0] == info.etag and known[1] == etag:
             return SKIP  # the blob is the very one this backup copy was made from
+        with self._lock:
+            self._checking[info.key] = blob
         return CHECK
 
     def check(self, info: ObjectInfo) -> Decision:
         """HEAD the version: SKIP if the blob holds its bytes, else leave it (or replace it)."""
-        size, etag, md5 = self._blobs[self.dest_key(info.key)]
+        with self._lock:
+            size, etag, md5 = self._checking.pop(info.key)
         version = self.source.stat(info.key)
         metadata = version.metadata or {}
         if metadata.get(SOURCE_ETAG) == etag:

@@ -171,10 +171,11 @@ def test_planner_skips_blobs_holding_the_version_and_keeps_the_others():
     plan = planner(blobs, backup)
     backup.calls.clear()
 
-    assert plan.classify(longer).action is Action.KEEP  # size alone tells; no HEAD
-    assert backup.calls["stat"] == 0
-    for info, expected in ((same_etag, Action.SKIP), (same_md5, Action.SKIP), (changed, Action.KEEP)):
-        assert plan.classify(info).action is Action.CHECK
+    in_order = [changed, longer, same_etag, same_md5]  # classify sees the backup listing's order
+    assert [plan.classify(info).action for info in in_order] == [Action.CHECK, Action.KEEP, Action.CHECK,
+                                                                  Action.CHECK]
+    assert backup.calls["stat"] == 0  # size alone told for longer.txt
+    for info, expected in ((changed, Action.KEEP), (same_etag, Action.SKIP), (same_md5, Action.SKIP)):
         assert plan.check(info).action is expected, info.key
     assert backup.calls["stat"] == 3  # one HEAD per key present on both sides
 
@@ -187,11 +188,11 @@ def test_planner_uses_the_backup_index_to_skip_without_a_head():
     src, backup = FakeStore("azure"), FakeStore("s3")
     src.seed("a.txt", b"alpha")
     assert Backup(src, backup, CONFIG).run().copied == 1  # writes bk/.crosscloud/index.jsonl.gz
-    plan = RestorePlanner(backup, src, backup=backup, backup_prefix="bk/")
-    plan.prepare()
     copy = backup.blobs["bk/a.txt"]
-    assert plan.classify(ObjectInfo("bk/a.txt", 5, T0, copy.etag)).action is Action.SKIP
-    assert plan.classify(ObjectInfo("bk/a.txt", 5, T0, "another-version")).action is Action.CHECK
+    for version_etag, expected in ((copy.etag, Action.SKIP), ("another-version", Action.CHECK)):
+        plan = RestorePlanner(backup, src, backup=backup, backup_prefix="bk/")
+        plan.prepare()
+        assert plan.classify(ObjectInfo("bk/a.txt", 5, T0, version_etag)).action is expected
 
 
 def test_recorded_md5_ignores_malformed_values():
