@@ -36,15 +36,7 @@ from azure.storage.blob import (
 from azure.storage.blob._list_blobs_helper import IgnoreListBlobsDeserializer
 from azure.storage.blob._shared.response_handlers import process_storage_error, return_raw_deserialized
 
-from crosscloud.errors import (
-    BadRequest,
-    CrossCloudError,
-    IdentityError,
-    IntegrityError,
-    NotFound,
-    PreconditionFailed,
-    UpstreamError,
-)
+from crosscloud.errors import BadRequest, CrossCloudError, IdentityError, NotFound, PreconditionFailed, UpstreamError
 from crosscloud.settings import ContainerUrl
 from crosscloud.stores.base import (
     ObjectInfo,
@@ -53,6 +45,7 @@ from crosscloud.stores.base import (
     Page,
     PutOptions,
     PutResult,
+    ReadPastEnd,
     StartRefused,
     utf16_order,
 )
@@ -62,7 +55,7 @@ BLOCK = 8 * 1024 * 1024  # upload: one Put Blob up to this size, blocks of this 
 
 PERMISSION_HINTS = {
     "AuthorizationPermissionMismatch": "the identity lacks a data role on the container: assign "
-    "'Storage Blob Data Reader' (read) on the container to {who}",
+    "'Storage Blob Data Reader' (read; 'Storage Blob Data Contributor' to restore) on the container to {who}",
     "AuthorizationFailure": "the storage account refused the request (network rules or firewall) "
     "for {who}",
     "InvalidAuthenticationInfo": "the storage account did not accept {who}'s token (wrong tenant or "
@@ -166,6 +159,7 @@ def _info_from_xml(blob: ET.Element) -> ObjectInfo:
 class AzureBlobStore(ObjectStore):
     name = "azure"
     max_page_size = 5000
+    supports_conditional_put = True
     reads_ahead_on_open = True  # download_blob GETs the first max_single_get_size bytes at once
 
     def __init__(self, container: ContainerUrl, credential: TokenCredential, *, who: str,
@@ -256,23 +250,18 @@ class AzureBlobStore(ObjectStore):
 
         return ObjectReader(info, chunks())
 
-    supports_conditional_put = True
-
     def put(self, key: str, stream: BinaryIO, size: int, options: PutOptions) -> PutResult:
-        """One Put Blob up to the block size, else staged blocks committed by one Put Block
-        List (the SDK's upload): uncommitted blocks are never visible, so a killed upload
-        leaves no partial blob. The stream is read one past `size` before the commit, so a
-        verifying stream can still refuse the bytes. Conditions (create only, If-Match)
-        apply to the commit; a lost race raises `PreconditionFailed`."""
-        conditions: dict[str, Any] = {}
-        if options.if_match:
-            conditions = {"etag": f'"{options.if_match}"', "match_condition": MatchConditions.IfNotModified}
+        """One Put Blob up to the block size, else blocks committed by one Put Block List (never a
+        partial blob); the stream is read one past `size` before the commit (a verifying stream
+        can still refuse it). Conditions apply to the commit; a lost race: `PreconditionFailed`."""
+        conditions: dict[str, Any] = {"etag": f'"{options.if_match}"', "match_condition":
+                                      MatchConditions.IfNotModified} if options.if_match else {}
         md5 = bytearray(options.content_md5) if options.content_md5 else None
         blob = self._blob(key)
-        with self._write_errors(key):
+        with azure_errors("write", self._who, key):
             try:
                 result = blob.upload_blob(
-                    _ReadToEnd(stream, size, key), length=size, overwrite=not options.if_none_match,
+                    ReadPastEnd(stream, size, key), length=size, overwrite=not options.if_none_match,
                     metadata=options.metadata or None, max_concurrency=options.concurrency,
                     content_settings=ContentSettings(content_type=options.content_type, content_md5=md5),
                     **conditions)
@@ -280,18 +269,6 @@ class AzureBlobStore(ObjectStore):
                 raise PreconditionFailed(f"Azure write of {key!r}: the blob exists or changed meanwhile "
                                          f"({getattr(exc, 'error_code', None)})") from None
         return PutResult(str(result["etag"]).strip('"'), None)
-
-    @contextlib.contextmanager
-    def _write_errors(self, key: str) -> Iterator[None]:
-        """`azure_errors`, with the role a write needs named in a refusal."""
-        try:
-            with azure_errors("write", self._who, key):
-                yield
-        except UpstreamError as exc:
-            if exc.code != "azure_forbidden":
-                raise
-            raise UpstreamError(f"{exc.message}; writing blobs (restore) needs 'Storage Blob Data "
-                                f"Contributor' on the container for {self._who}", code=exc.code) from None
 
     def _user_delegation_key(self) -> UserDelegationKey:
         """Reused until 10 minutes before it ends (a key may live up to 7 days)."""
@@ -320,24 +297,3 @@ class AzureBlobStore(ObjectStore):
         )
         return f"{blob.url}?{sas}"
 
-
-class _ReadToEnd:
-    """The caller's stream, read once past `size` as soon as the uploader has taken `size`
-    bytes: the SDK stops at `length`, and a verifying stream checks only at its end."""
-
-    def __init__(self, stream: BinaryIO, size: int, key: str):
-        self._stream, self._size, self._key = stream, size, key
-        self._taken = 0
-        self._ended = False
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n) if n is not None and n >= 0 else self._stream.read()
-        self._taken += len(data)
-        if self._taken >= self._size and not self._ended:
-            self._ended = True
-            if self._stream.read(1):
-                raise IntegrityError(f"{self._key!r} yielded more than the {self._size} bytes it declared")
-        return data
-
-    def readable(self) -> bool:
-        return True

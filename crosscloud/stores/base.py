@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from crosscloud.errors import BadRequest
+from crosscloud.errors import BadRequest, IntegrityError
 
 MAX_KEY_BYTES = 1024  # S3's limit on key length in UTF-8 bytes
 
@@ -179,3 +179,26 @@ class ObjectStore(ABC):
 
     def describe(self) -> str:
         return self.name
+
+
+class ReadPastEnd:
+    """A stream read once past `size` as soon as an uploader has taken `size` bytes: uploaders
+    that stop at the declared length (Azure's SDK) would otherwise commit before a verifying
+    stream reaches its end, where it checks size and checksum."""
+
+    def __init__(self, stream: BinaryIO, size: int, key: str):
+        self._stream, self._size, self._key = stream, size, key
+        self._taken = 0
+        self._ended = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n) if n is not None and n >= 0 else self._stream.read()
+        self._taken += len(data)
+        if self._taken >= self._size and not self._ended:
+            self._ended = True
+            if self._stream.read(1):
+                raise IntegrityError(f"{self._key!r} yielded more than the {self._size} bytes it declared")
+        return data
+
+    def readable(self) -> bool:
+        return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -26,8 +27,9 @@ from crosscloud.backup.plan import Action
 from crosscloud.backup.restore import Restore, RestoreRequest, parse_as_of, parse_request
 from crosscloud.backup.restore_plan import RestorePlanner, recorded_md5
 from crosscloud.backup.run import Backup
-from crosscloud.errors import BadRequest
-from crosscloud.stores.base import ObjectInfo, PutOptions, PutResult
+from crosscloud.backup.stream import VerifyingStream
+from crosscloud.errors import BadRequest, IntegrityError
+from crosscloud.stores.base import ObjectInfo, PutOptions, PutResult, ReadPastEnd
 from crosscloud.stores.s3_versions import VersionedView, current_at
 from tests.unit.test_backup import CONFIG, FakeStore
 
@@ -321,3 +323,17 @@ def test_cli_restore_summary_names_skipped_newer(restores, capsys):
     assert "restore r1: complete" in out
     assert "skipped_newer 2 (left alone)" in out
     assert restores[0]["request"] == RestoreRequest("p/", T0, "", True)
+
+
+def test_read_past_end_lets_a_verifying_stream_refuse_before_an_uploader_that_stops_at_the_length():
+    def stream(data: bytes, declared_md5: bytes) -> VerifyingStream:
+        return VerifyingStream(iter([data[:3], data[3:]]), key="k", size=len(data), part_size=4,
+                               content_md5=declared_md5)
+
+    plain = stream(b"abcdef", md5(b"other"))
+    assert plain.read(6) == b"abcdef"  # an uploader taking exactly `size` never sees the check
+    with pytest.raises(IntegrityError, match="Content-MD5"):
+        ReadPastEnd(stream(b"abcdef", md5(b"other")), 6, "k").read(6)
+    assert ReadPastEnd(stream(b"abcdef", md5(b"abcdef")), 6, "k").read(6) == b"abcdef"
+    with pytest.raises(IntegrityError, match="more than the 4 bytes"):
+        ReadPastEnd(io.BytesIO(b"abcdef"), 4, "k").read(4)
