@@ -7,9 +7,10 @@ restored) is left alone and reported `skipped_newer`, unless `overwrite` (then r
 only if it is still the blob seen, If-Match). "Holds the bytes" is decided cheaply: the
 blob's ETag is the source ETag the backup copy was made from (known from the backup index
 while the copy is unchanged, else from a HEAD of the version), or the blob's Content-MD5
-equals the MD5 the backup recorded, at equal size. The version is HEADed only for keys
-present on both sides. The target listing and the index are walked in step with the backup
-listing (`walk.py`), so memory does not grow with the number of objects.
+(a HEAD of the blob: listings carry no MD5) equals the MD5 the backup recorded, at equal
+size. HEADs are sent only for keys present on both sides whose ETags do not tell. The
+target listing and the index are walked in step with the backup listing (`walk.py`), so
+memory does not grow with the number of objects.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from crosscloud.backup import index
 from crosscloud.backup.config import RESERVED
 from crosscloud.backup.metadata import SOURCE_ETAG, SOURCE_MD5, UNVERIFIED, user_metadata
 from crosscloud.backup.plan import Action, Decision
-from crosscloud.backup.walk import InOrderLookup, order_of, prefetch
-from crosscloud.errors import BadRequest, CrossCloudError
+from crosscloud.backup.walk import InOrderLookup, prefetch
+from crosscloud.errors import BadRequest, CrossCloudError, NotFound
 from crosscloud.stores.base import ObjectInfo, ObjectStore
 
 MAX_BLOB_NAME = 1024  # Azure's limit on blob names, in characters
-Blob = tuple[int, str, "bytes | None"]  # size, ETag, Content-MD5
+Blob = tuple[int, str]  # size, ETag
 SKIP, CHECK = Decision(Action.SKIP), Decision(Action.CHECK)
 CREATE = Decision(Action.COPY, if_none_match=True)
 
@@ -78,12 +79,12 @@ class RestorePlanner:
         """Open the target listing and the backup index (a cache: missing costs HEADs); both
         are read as the backup listing goes."""
         start = len(self.to_prefix)
-        blobs = ((info.key[start:], (info.size, info.etag, info.content_md5))
+        blobs = ((info.key[start:], (info.size, info.etag))
                  for page in prefetch(self.dest.list_pages(self.to_prefix + self.prefix)) for info in page.items)
-        self._blobs = InOrderLookup(blobs, order_of(self.dest.name))
-        # The backup wrote its index in its source's order: the container's (UTF-16).
-        entries = index.read(self.backup, self.backup_prefix + index.INDEX_NAME, "utf-16")
-        self._index = InOrderLookup(entries, order_of("azure"))
+        self._blobs = InOrderLookup(blobs, self.dest.sort_key)
+        # The backup wrote its index in its source's order, and its source is this container.
+        entries = index.read(self.backup, self.backup_prefix + index.INDEX_NAME, self.dest.listing_order)
+        self._index = InOrderLookup(entries, self.dest.sort_key)
 
     def relative(self, key: str) -> str:
         return key[len(self.backup_prefix):]
@@ -105,7 +106,7 @@ class RestorePlanner:
         blob, known = self._blobs.find(name), self._index.find(name)
         if blob is None:
             return CREATE
-        size, etag, _ = blob
+        size, etag = blob
         if size != info.size:
             return self._differs(etag)
         if known is not None and known[0] == info.etag and known[1] == etag:
@@ -117,14 +118,20 @@ class RestorePlanner:
     def check(self, info: ObjectInfo) -> Decision:
         """HEAD the version: SKIP if the blob holds its bytes, else leave it (or replace it)."""
         with self._lock:
-            size, etag, md5 = self._checking.pop(info.key)
+            size, etag = self._checking.pop(info.key)
         version = self.source.stat(info.key)
         metadata = version.metadata or {}
         if metadata.get(SOURCE_ETAG) == etag:
             return SKIP
         recorded = recorded_md5(metadata)
-        if recorded is not None and md5 == recorded and size == version.size:
-            return SKIP
+        if recorded is not None and size == version.size:
+            try:
+                blob = self.dest.stat(self.dest_key(info.key))
+            except NotFound:  # deleted meanwhile: create it, if it is still absent then
+                return CREATE
+            if blob.content_md5 == recorded:
+                return SKIP
+            etag = blob.etag
         return self._differs(etag)
 
     def _differs(self, blob_etag: str) -> Decision:

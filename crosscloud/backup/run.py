@@ -270,7 +270,7 @@ class Backup(CopyRun):
 
     def __init__(self, source: ObjectStore, dest: ObjectStore, config: BackupConfig, *,
                  dry_run: bool = False, run_id: str | None = None, progress: Progress | None = None):
-        super().__init__(source, dest, config, BackupPlanner(dest, config, source.name), metadata=backup_metadata,
+        super().__init__(source, dest, config, BackupPlanner(source, dest, config), metadata=backup_metadata,
                          lease_key=config.prefix + LEASE_NAME, dry_run=dry_run, run_id=run_id,
                          destination=f"{dest.describe()} prefix {config.prefix}", progress=progress)
 

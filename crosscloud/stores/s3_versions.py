@@ -71,10 +71,10 @@ class VersionedView(ObjectStore):
                 return
             yield self._entries(page), bool(page.get("IsTruncated"))
 
-    def list_pages(self, prefix: str = "", page_token: str | None = None,
-                   page_size: int | None = None, start_after: str | None = None) -> Iterator[Page]:
-        if page_token:
-            raise ValueError("a versioned view lists from the start (no page tokens)")
+    def list_pages(self, prefix: str = "", page_size: int | None = None,
+                   start_after: str | None = None) -> Iterator[Page]:
+        if start_after:
+            raise ValueError("a versioned view lists from the start of the prefix")
         carried: list[Entry] = []  # the last key of the previous page: more versions may follow
         for entries, truncated in self._pages(prefix, page_size):
             entries = carried + entries

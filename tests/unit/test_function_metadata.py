@@ -37,6 +37,7 @@ EXPECTED = {
     "backup_timer": {"type": "timerTrigger", "schedule": "%BACKUP_SCHEDULE%", "runOnStartup": False,
                      "useMonitor": True},
     "backup_now": {"type": "httpTrigger", "route": "backup", "methods": ["POST"], "authLevel": "ADMIN"},
+    "restore_now": {"type": "httpTrigger", "route": "restore", "methods": ["POST"], "authLevel": "ADMIN"},
 }
 
 
@@ -63,10 +64,11 @@ def test_serve_indexes_the_app_from_that_metadata():
         "health": ("api/health", frozenset({"GET"})), "list_objects": ("api/objects", frozenset({"GET"})),
         "get_object": ("api/objects/{source}/{*key}", frozenset({"GET"})),
         "diagnostics": ("api/diagnostics", frozenset({"GET"})), "backup_now": ("api/backup", frozenset({"POST"})),
+        "restore_now": ("api/restore", frozenset({"POST"})),
     }
     assert {f.name: f.auth_level for f in indexed if f.is_http} == {
         "health": "anonymous", "list_objects": "function", "get_object": "function", "diagnostics": "admin",
-        "backup_now": "admin"}
+        "backup_now": "admin", "restore_now": "admin"}
     assert host.schedules["backup_timer"][0] == "0 0 2 * * *"
     assert host.errors == {}
 
