@@ -229,10 +229,12 @@ def client_config(timeout: float = 30, max_attempts: int = 4, pool: int = 32,
                   connect_timeout: float | None = None, **extra: Any) -> Config:
     """The botocore client config crosscloud uses: SigV4, standard retries, bounded timeouts.
 
-    Worst case for a service that accepts connections but never answers: `max_attempts`
-    read timeouts plus standard mode's backoff (at most 1, 2, 4 ... s between attempts).
+    `max_attempts` counts every attempt, the first included (botocore's `total_max_attempts`;
+    its `max_attempts` key would count retries only). Worst case for a service that accepts
+    connections but never answers: that many timeouts plus standard mode's backoff (at
+    most 1, 2, 4 ... s between attempts).
     """
-    return Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": max_attempts},
+    return Config(signature_version="s3v4", retries={"mode": "standard", "total_max_attempts": max_attempts},
                   connect_timeout=min(timeout, 10) if connect_timeout is None else connect_timeout,
                   read_timeout=timeout, max_pool_connections=pool, **extra)
 
