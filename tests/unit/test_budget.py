@@ -17,7 +17,8 @@ def test_worst_case_fits_the_deadline(deadline, read_cap):
     budget = Budget.from_settings(Settings({"UPSTREAM_DEADLINE_SECONDS": str(deadline),
                                             "UPSTREAM_TIMEOUT_SECONDS": str(read_cap)}))
     assert budget.attempts == 2
-    assert budget.read_s > 0 and budget.connect_s > 0
+    assert budget.read_s > 0
+    assert budget.connect_s > 0
     assert budget.attempts * (budget.connect_s + budget.read_s) + BACKOFF_S <= deadline
     assert budget.read_s <= read_cap
 
