@@ -73,6 +73,7 @@ test: tools $(AWSCLI) lint checkov
 	$(PY) -m pytest -q
 
 test-floors: $(FLOORS_STAMP) $(AZURITE) $(AWSCLI)
+	$(FLOORS)/bin/python -m ruff check --no-cache .
 	$(FLOORS)/bin/python -m pytest -q -p no:cacheprovider
 
 demo: tools
