@@ -45,8 +45,9 @@ $(UV):
 # A fresh venv each time a requirement file changes: every direct dependency at its floor.
 $(FLOORS_STAMP): requirements.txt requirements-dev.txt $(UV)
 	rm -rf $(FLOORS)
-	$(UV) venv --quiet --python $(PYTHON) $(FLOORS)
-	VIRTUAL_ENV=$(FLOORS) $(UV) pip install --quiet --resolution lowest-direct -r requirements-dev.txt
+	UV_PYTHON_DOWNLOADS=never $(UV) venv --quiet --python $(PYTHON) $(FLOORS)
+	VIRTUAL_ENV=$(FLOORS) UV_PYTHON_DOWNLOADS=never $(UV) pip install --quiet --resolution lowest-direct \
+		-r requirements-dev.txt
 	touch $@
 
 tools: $(STAMP) $(AZURITE)
