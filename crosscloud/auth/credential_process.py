@@ -112,7 +112,11 @@ class PrivateFileCache(JSONFileCache):
 
     @contextlib.contextmanager
     def lock(self, cache_key: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
-        fd = os.open(self.directory / f"{cache_key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fd = os.open(self.directory / f"{cache_key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:  # ELOOP: someone put a symlink where our lock file goes
+            raise CacheError(f"cannot open the lock file of a credential cache entry in {self.directory}: "
+                             f"{exc.strerror or type(exc).__name__}") from None
         try:
             deadline = time.monotonic() + wait_s
             while True:
@@ -131,7 +135,13 @@ class PrivateFileCache(JSONFileCache):
 
 def open_cache(env: Mapping[str, str] | None = None) -> PrivateFileCache:
     env = os.environ if env is None else env
-    return PrivateFileCache(cache_dir(env), shared_parent=bool(env.get(CACHE_ENV)))
+    directory = cache_dir(env)
+    try:
+        return PrivateFileCache(directory, shared_parent=bool(env.get(CACHE_ENV)))
+    except OSError as exc:  # a file in the way, no permission, a read-only file system ...
+        setting = CACHE_ENV if env.get(CACHE_ENV) else f"{CACHE_ENV} (unset)"
+        raise CacheError(f"cannot use the credential cache directory {directory} ({setting}): "
+                         f"{exc.strerror or type(exc).__name__}") from None
 
 
 class ScopedWebIdentityFetcher(AssumeRoleWithWebIdentityCredentialFetcher):

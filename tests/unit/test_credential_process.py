@@ -238,3 +238,21 @@ def test_a_shared_dir_without_the_sticky_bit_is_refused(tmp_path):
     with pytest.raises(cp.CacheError, match=f"{cp.CACHE_ENV}.*sticky"):
         cp.open_cache({cp.CACHE_ENV: str(shared)})
     assert stat.S_IMODE(shared.stat().st_mode) == 0o777
+
+
+@pytest.mark.parametrize("where", ["a-file", "a-file/below"])
+def test_a_cache_dir_that_cannot_be_a_directory_is_a_clear_error(tmp_path, where, monkeypatch, capsys):
+    from crosscloud import cli
+
+    (tmp_path / "a-file").write_text("not a directory")
+    with pytest.raises(cp.CacheError, match=cp.CACHE_ENV):
+        cp.open_cache({cp.CACHE_ENV: str(tmp_path / where)})
+    monkeypatch.setenv(cp.CACHE_ENV, str(tmp_path / where))
+    for name, value in {"AWS_ROLE_ARN": TARGET.role_arn, "AWS_WEB_IDENTITY_AUDIENCE": TARGET.audience,
+                        "AWS_REGION": TARGET.region}.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["credential-process", "--system-assigned"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1
+    assert cp.CACHE_ENV in err
