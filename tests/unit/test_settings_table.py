@@ -30,7 +30,7 @@ STORES = ("list", "backup")
 FEDERATION = ("list", "backup", "credential-process")
 INTS = {  # name: (below its minimum, above its maximum)
     "UPSTREAM_TIMEOUT_SECONDS": ("0", "601"), "UPSTREAM_DEADLINE_SECONDS": ("4", "201"),
-    "DOWNLOAD_MAX_BYTES": ("0", str(2**30 + 1)), "DOWNLOAD_LINK_TTL_SECONDS": ("59", "601"),
+    "DOWNLOAD_MAX_BYTES": ("-1", str(2**24 + 1)), "DOWNLOAD_LINK_TTL_SECONDS": ("59", "601"),
     "BACKUP_PART_SIZE_MB": ("4", "5121"), "BACKUP_CONCURRENCY": ("0", "65"),
     "BACKUP_PART_CONCURRENCY": ("0", "33"), "BACKUP_CHECKERS": ("0", "65"), "BACKUP_MEMORY_MB": ("15", "65537"),
     "BACKUP_TIME_BUDGET_SECONDS": ("0", "86401"), "BACKUP_LEASE_SECONDS": ("1", "3601"),
@@ -182,7 +182,7 @@ def test_http_answers_configuration_error_naming_the_setting(row, monkeypatch):
 @pytest.mark.parametrize(("name", "value", "expected"), [
     ("BACKUP_S3_PREFIX", "", "backup/"), ("BACKUP_S3_PREFIX", "  ", "backup/"), ("BACKUP_S3_PREFIX", "b/c/", "b/c/"),
     ("UPSTREAM_TIMEOUT_SECONDS", " 600 ", 600), ("UPSTREAM_DEADLINE_SECONDS", "200", 200),
-    ("DOWNLOAD_LINK_TTL_SECONDS", "", 300), ("DOWNLOAD_MAX_BYTES", str(2**30), 2**30),
+    ("DOWNLOAD_LINK_TTL_SECONDS", "", 300), ("DOWNLOAD_MAX_BYTES", str(2**24), 2**24), ("DOWNLOAD_MAX_BYTES", "0", 0),
 ])
 def test_empty_means_the_default_and_bounds_are_inclusive(name, value, expected):
     attr = {"BACKUP_S3_PREFIX": "backup_prefix", "UPSTREAM_TIMEOUT_SECONDS": "upstream_timeout_s",
