@@ -135,10 +135,14 @@ def refreshable_credentials(
     cache: Any = None,
     fetcher_cls: type[AssumeRoleWithWebIdentityCredentialFetcher] = AssumeRoleWithWebIdentityCredentialFetcher,
     who: str = "the managed identity",
+    sts_config: Config | None = None,
 ) -> DeferredRefreshableCredentials:
-    """Refreshable AWS credentials for `target`, obtained with `credential`'s Entra token."""
-    base = botocore.session.Session()
-    base.set_config_variable("region", target.region)
+    """Refreshable AWS credentials for `target`, obtained with `credential`'s Entra token.
+
+    `sts_config` (timeouts, retries) becomes the session's default client config, which
+    botocore merges into the unsigned config the fetcher builds its STS client with.
+    """
+    base = sts_session(target.region, sts_config)
     fetcher = fetcher_cls(
         client_creator=base.create_client,
         web_identity_token_loader=AzureWebIdentityTokenLoader(credential, target.audience, who),
@@ -150,6 +154,15 @@ def refreshable_credentials(
         refresh_using=explaining(fetcher.fetch_credentials, target),
         method=FederatedCredentialProvider.METHOD,
     )
+
+
+def sts_session(region: str, sts_config: Config | None = None) -> botocore.session.Session:
+    """A plain botocore session for the STS exchange, with `sts_config` as every client's default."""
+    base = botocore.session.Session()
+    base.set_config_variable("region", region)
+    if sts_config is not None:
+        base.set_default_client_config(sts_config)
+    return base
 
 
 def explaining(fetch: Callable[[], dict[str, Any]], target: FederationTarget) -> Callable[[], dict[str, Any]]:
@@ -185,35 +198,45 @@ def botocore_session(credentials: DeferredRefreshableCredentials, region: str) -
 
 
 def boto3_session(credential: TokenCredential, *, role_arn: str, audience: str, region: str,
-                  session_name: str | None = None) -> boto3.Session:
+                  session_name: str | None = None, sts_config: Config | None = None) -> boto3.Session:
     """A boto3 session for `role_arn` backed by `credential` (any azure-identity credential)."""
     target = FederationTarget(role_arn, audience, region)
-    creds = refreshable_credentials(credential, target, session_name=session_name)
+    creds = refreshable_credentials(credential, target, session_name=session_name, sts_config=sts_config)
     return boto3.Session(botocore_session=botocore_session(creds, region))
 
 
 # --- process-wide sessions ------------------------------------------------------------------
-_sessions: dict[tuple[int, FederationTarget], boto3.Session] = {}
+_sessions: dict[tuple[Any, ...], boto3.Session] = {}
 _sessions_lock = threading.Lock()
 
 
-def shared_session(credential: TokenCredential, target: FederationTarget) -> boto3.Session:
-    """One boto3 session (so one credential refresher) per credential and target per process."""
-    key = (id(credential), target)
+def shared_session(credential: TokenCredential, target: FederationTarget,
+                   sts_config: Config | None = None) -> boto3.Session:
+    """One boto3 session (so one credential refresher) per credential, target and STS config per process."""
+    shape = None if sts_config is None else (sts_config.connect_timeout, sts_config.read_timeout,
+                                             repr(sts_config.retries))
+    key = (id(credential), target, shape)
     with _sessions_lock:
         session = _sessions.get(key)
         if session is None:
-            creds = refreshable_credentials(credential, target)
+            creds = refreshable_credentials(credential, target, sts_config=sts_config)
             session = boto3.Session(botocore_session=botocore_session(creds, target.region))
             _sessions[key] = session
         return session
 
 
-def client_config(timeout: float = 30, max_attempts: int = 4, pool: int = 32, **extra: Any) -> Config:
-    """The botocore client config crosscloud uses: SigV4, standard retries, bounded timeouts."""
-    return Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": max_attempts},
-                  connect_timeout=min(timeout, 10), read_timeout=timeout,
-                  max_pool_connections=pool, **extra)
+def client_config(timeout: float = 30, max_attempts: int = 4, pool: int = 32,
+                  connect_timeout: float | None = None, **extra: Any) -> Config:
+    """The botocore client config crosscloud uses: SigV4, standard retries, bounded timeouts.
+
+    `max_attempts` counts every attempt, the first included (botocore's `total_max_attempts`;
+    its `max_attempts` key would count retries only). Worst case for a service that accepts
+    connections but never answers: that many timeouts plus standard mode's backoff (at
+    most 1, 2, 4 ... s between attempts).
+    """
+    return Config(signature_version="s3v4", retries={"mode": "standard", "total_max_attempts": max_attempts},
+                  connect_timeout=min(timeout, 10) if connect_timeout is None else connect_timeout,
+                  read_timeout=timeout, max_pool_connections=pool, **extra)
 
 
 def reset_for_tests() -> None:

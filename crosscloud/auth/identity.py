@@ -18,8 +18,9 @@ from crosscloud.errors import IdentityError
 
 _lock = threading.Lock()
 _credentials: dict[str | None, GuardedCredential] = {}
-# A request waiting on a token should fail in seconds when the endpoint is down, not minutes.
-IDENTITY_RETRIES = {"retry_total": 3, "retry_backoff_factor": 0.5, "connection_timeout": 5}
+# A request waiting on a token should fail in seconds when the endpoint is down or hangs, not
+# minutes (azure-core's default read timeout is 300 s): at most 3 x 4 s reads + 1 s of backoff.
+IDENTITY_RETRIES = {"retry_total": 2, "retry_backoff_factor": 0.5, "connection_timeout": 3, "read_timeout": 4}
 
 
 class GuardedCredential:

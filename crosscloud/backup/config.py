@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from crosscloud.errors import SettingError
-from crosscloud.settings import Settings
+from crosscloud.settings import CONTROL, Settings
 
 MIB = 1024 * 1024
 MAX_PARTS = 10_000  # S3's limit on parts per multipart upload
@@ -34,19 +34,18 @@ class BackupConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BackupConfig:
-        part_mb = settings.int_setting("BACKUP_PART_SIZE_MB", 16, minimum=5)
-        if part_mb > 5120:
-            raise SettingError("app setting BACKUP_PART_SIZE_MB must be at most 5120 (S3's part limit)")
+        """Every tuning setting bounded: a value outside its range is named, never clamped."""
+        part_mb = settings.int_setting("BACKUP_PART_SIZE_MB", 16, minimum=5, maximum=5120)  # S3's part limits
         return cls(
             prefix=settings.backup_prefix,
             source_prefix=_source_prefix(settings),
             part_size=part_mb * MIB,
-            concurrency=settings.int_setting("BACKUP_CONCURRENCY", 8),
-            part_concurrency=settings.int_setting("BACKUP_PART_CONCURRENCY", 4),
-            checkers=settings.int_setting("BACKUP_CHECKERS", 16),
-            memory_budget=settings.int_setting("BACKUP_MEMORY_MB", 256, minimum=16) * MIB,
-            time_budget_s=settings.int_setting("BACKUP_TIME_BUDGET_SECONDS", 1500),
-            lease_ttl_s=settings.int_setting("BACKUP_LEASE_SECONDS", 300, minimum=2),
+            concurrency=settings.int_setting("BACKUP_CONCURRENCY", 8, maximum=64),
+            part_concurrency=settings.int_setting("BACKUP_PART_CONCURRENCY", 4, maximum=32),
+            checkers=settings.int_setting("BACKUP_CHECKERS", 16, maximum=64),
+            memory_budget=settings.int_setting("BACKUP_MEMORY_MB", 256, minimum=16, maximum=65536) * MIB,
+            time_budget_s=settings.int_setting("BACKUP_TIME_BUDGET_SECONDS", 1500, maximum=86400),
+            lease_ttl_s=settings.int_setting("BACKUP_LEASE_SECONDS", 300, minimum=2, maximum=3600),
         )
 
     def part_size_for(self, size: int) -> int:
@@ -56,8 +55,8 @@ class BackupConfig:
 
 def _source_prefix(settings: Settings) -> str:
     """BACKUP_SOURCE_PREFIX: back up only part of the container (default: all of it)."""
-    value = settings._get("BACKUP_SOURCE_PREFIX", "")
-    if value.startswith("/") or value.startswith(RESERVED):
+    value = settings.raw("BACKUP_SOURCE_PREFIX")
+    if value.startswith("/") or value.startswith(RESERVED) or CONTROL.search(value) or len(value.encode()) > 1024:
         raise SettingError("app setting BACKUP_SOURCE_PREFIX is malformed: expected a blob name prefix "
                            "like reports/ (no leading slash), or leave it unset for the whole container")
     return value

@@ -101,5 +101,5 @@ def run_configured(request: RestoreRequest, settings: Settings | None = None, *,
         config = replace(config, time_budget_s=min(config.time_budget_s, max_seconds))
     backup = factory.s3_store(settings, restore=True)
     source = VersionedView(backup, request.as_of) if request.as_of else backup
-    dest = factory.azure_store(settings, block_size=config.part_size)
+    dest = factory.azure_store(settings, block_size=config.part_size, bulk=True)
     return Restore(source, dest, config, request, backup=backup, dry_run=dry_run, progress=progress).run()

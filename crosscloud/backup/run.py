@@ -284,6 +284,6 @@ def run_configured(settings: Settings | None = None, *, dry_run: bool = False,
     config = BackupConfig.from_settings(settings)
     if max_seconds is not None:
         config = replace(config, time_budget_s=min(config.time_budget_s, max_seconds))
-    source = factory.azure_store(settings, chunk_size=config.part_size)
+    source = factory.azure_store(settings, chunk_size=config.part_size, bulk=True)
     dest = factory.s3_store(settings, backup=True)
     return Backup(source, dest, config, dry_run=dry_run, progress=progress).run()

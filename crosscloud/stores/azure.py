@@ -22,6 +22,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.transport import HttpTransport
 from azure.storage.blob import (
     BlobClient,
     BlobProperties,
@@ -30,6 +31,7 @@ from azure.storage.blob import (
     ContainerClient,
     ContentSettings,
     ExponentialRetry,
+    LinearRetry,
     UserDelegationKey,
     generate_blob_sas,
 )
@@ -163,18 +165,25 @@ class AzureBlobStore(ObjectStore):
     reads_ahead_on_open = True  # download_blob GETs the first max_single_get_size bytes at once
 
     def __init__(self, container: ContainerUrl, credential: TokenCredential, *, who: str,
-                 timeout: float = 30, chunk_size: int = CHUNK, block_size: int = BLOCK):
+                 timeout: float = 30, chunk_size: int = CHUNK, block_size: int = BLOCK,
+                 connect_timeout: float | None = None, retries: int = 3, quick_retry: bool = False,
+                 transport: HttpTransport | None = None):
         """`chunk_size`: bytes per ranged GET while streaming (bulk copies amortise the
         per-request latency over larger ranges, at that much memory per open stream);
-        `block_size`: single-Put-Blob threshold and block size of uploads."""
+        `block_size`: single-Put-Blob threshold and block size of uploads.
+        `timeout`/`connect_timeout` are per attempt; `quick_retry` waits 1 +- 0.5 s between
+        attempts (an HTTP caller's deadline) instead of exponential backoff (bulk copies)."""
         self._location = container
         self._who = who
+        # Storage's default backoff starts at 15 s (+-3 s jitter); callers need bounded waits.
+        retry = LinearRetry(backoff=1, random_jitter_range=0.5, retry_total=retries) if quick_retry \
+            else ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=retries)
         self._service = BlobServiceClient(
-            container.account_url, credential=credential, connection_timeout=min(timeout, 10),
+            container.account_url, credential=credential,
+            connection_timeout=min(timeout, 10) if connect_timeout is None else connect_timeout,
             read_timeout=timeout, max_single_get_size=chunk_size, max_chunk_get_size=chunk_size,
-            max_single_put_size=block_size, max_block_size=block_size,
-            # Storage's default backoff starts at 15 s; an HTTP caller should hear back sooner.
-            retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3),
+            max_single_put_size=block_size, max_block_size=block_size, retry_policy=retry,
+            **({"transport": transport} if transport is not None else {}),
         )
         self._container: ContainerClient = self._service.get_container_client(container.container)
         self._lister = self._container._build_generated_client()  # noqa: SLF001 - see list_pages

@@ -8,36 +8,70 @@ them, so a changed setting yields a new client instead of a stale one.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
+from botocore.config import Config
+
 from crosscloud.auth import identity
-from crosscloud.auth.federation import FederationTarget, shared_session
+from crosscloud.auth.federation import FederationTarget, client_config, shared_session
 from crosscloud.settings import Settings
 from crosscloud.stores.azure import BLOCK, CHUNK, AzureBlobStore
 from crosscloud.stores.base import ObjectStore
 from crosscloud.stores.s3 import S3Store
 
 SOURCES = ("azure", "s3")
+ATTEMPTS = 2  # a listing or read tries a silent cloud twice, then answers 503
+BACKOFF_S = 1.5  # the most either SDK sleeps between those two attempts (see Budget)
 _cache: dict[tuple[Any, ...], ObjectStore] = {}
 _lock = threading.Lock()
 
 
-def _timeout(settings: Settings) -> int:
-    return settings.int_setting("UPSTREAM_TIMEOUT_SECONDS", 30)
+@dataclass(frozen=True)
+class Budget:
+    """Per-attempt timeouts and attempts of one SDK call, so a cloud that accepts connections
+    and never answers costs at most `attempts * (connect_s + read_s) + backoff`.
+
+    Interactive calls (listing, reads) fit UPSTREAM_DEADLINE_SECONDS whatever the SDKs'
+    defaults (botocore: 60 s reads; azure-storage: 15 s+ backoffs): botocore standard mode
+    waits at most 1 s before its second attempt, the Azure linear retry 1 +- 0.5 s.
+    Backups are bulk: read timeout UPSTREAM_TIMEOUT_SECONDS per part, four attempts.
+    """
+
+    connect_s: float
+    read_s: float
+    attempts: int
+    interactive: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, bulk: bool = False) -> Budget:
+        read_cap = settings.upstream_timeout_s
+        if bulk:
+            return cls(min(read_cap, 10), read_cap, 4, interactive=False)
+        deadline = settings.upstream_deadline_s
+        connect = min(2.0, deadline / 10)
+        read = min(read_cap, (deadline - BACKOFF_S) / ATTEMPTS - connect)
+        return cls(round(connect, 3), round(read, 3), ATTEMPTS, interactive=True)
+
+    def botocore(self, **extra: Any) -> Config:
+        return client_config(timeout=self.read_s, max_attempts=self.attempts, connect_timeout=self.connect_s, **extra)
 
 
-def azure_store(settings: Settings | None = None, *, chunk_size: int = CHUNK,
-                block_size: int = BLOCK) -> AzureBlobStore:
+def azure_store(settings: Settings | None = None, *, chunk_size: int = CHUNK, block_size: int = BLOCK,
+                bulk: bool = False) -> AzureBlobStore:
     """The Azure store; backups read in larger ranges (`chunk_size`) than HTTP reads do,
-    restores write in blocks of the configured part size (`block_size`)."""
+    restores write in blocks of the configured part size (`block_size`); both are `bulk`."""
     settings = settings or Settings()
-    container, client_id, timeout = settings.container_url, settings.azure_client_id, _timeout(settings)
-    key = ("azure", container, client_id, timeout, chunk_size, block_size)
+    settings.check_endpoints()
+    container, client_id = settings.container_url, settings.azure_client_id
+    budget = Budget.from_settings(settings, bulk=bulk)
+    key = ("azure", container, client_id, budget, chunk_size, block_size)
     with _lock:
         store = _cache.get(key)
         if store is None:
-            store = AzureBlobStore(container, identity.managed_identity(client_id),
-                                   who=identity.describe(client_id), timeout=timeout, chunk_size=chunk_size,
+            store = AzureBlobStore(container, identity.managed_identity(client_id), who=identity.describe(client_id),
+                                   timeout=budget.read_s, connect_timeout=budget.connect_s,
+                                   retries=budget.attempts - 1, quick_retry=budget.interactive, chunk_size=chunk_size,
                                    block_size=block_size)
             _cache[key] = store
     assert isinstance(store, AzureBlobStore)
@@ -48,23 +82,33 @@ def s3_store(settings: Settings | None = None, *, backup: bool = False, restore:
     """The S3 store for listing/reading (read role), for backups (backup role and bucket), or
     for restores (the backup bucket, read with the restore role)."""
     settings = settings or Settings()
-    role = settings.aws_restore_role_arn if restore else \
-        settings.aws_backup_role_arn if backup else settings.aws_role_arn
+    settings.check_endpoints()
+    if restore:
+        role = settings.aws_restore_role_arn
+        role_source = "AWS_RESTORE_ROLE_ARN" if settings.raw("AWS_RESTORE_ROLE_ARN") else \
+            f"{settings.backup_role_source}, used because AWS_RESTORE_ROLE_ARN is unset"
+    elif backup:
+        role, role_source = settings.aws_backup_role_arn, settings.backup_role_source
+    else:
+        role, role_source = settings.aws_role_arn, "AWS_ROLE_ARN"
     bucket = settings.backup_bucket if backup or restore else settings.s3_bucket
     target = FederationTarget(role, settings.aws_audience, settings.aws_region)
-    client_id, timeout = settings.azure_client_id, _timeout(settings)
-    key = ("s3", bucket, target, client_id, timeout)
+    client_id = settings.azure_client_id
+    budget = Budget.from_settings(settings, bulk=backup or restore)
+    sts = Budget.from_settings(settings)  # a credential refresh is on an interactive path too
+    key = ("s3", bucket, target, client_id, budget, role_source)
     with _lock:
         store = _cache.get(key)
         if store is None:
-            session = shared_session(identity.managed_identity(client_id), target)
-            store = S3Store(session, bucket, role_arn=role, timeout=timeout)
+            session = shared_session(identity.managed_identity(client_id), target, sts.botocore())
+            store = S3Store(session, bucket, role_arn=role, role_source=role_source, config=budget.botocore())
             _cache[key] = store
     assert isinstance(store, S3Store)
     return store
 
 
 def store_for(source: str, settings: Settings | None = None) -> ObjectStore:
+    """The store an HTTP listing or read uses (interactive budget)."""
     if source == "azure":
         return azure_store(settings)
     if source == "s3":

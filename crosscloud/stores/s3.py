@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 
 import boto3
 from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -35,8 +36,9 @@ RETRYABLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", 
 
 
 @contextlib.contextmanager
-def s3_errors(action: str, bucket: str, role_arn: str, key: str | None = None) -> Iterator[None]:
-    """Translate botocore errors into crosscloud errors naming bucket, key and role."""
+def s3_errors(action: str, bucket: str, role_arn: str, key: str | None = None,
+              role_source: str = "AWS_ROLE_ARN") -> Iterator[None]:
+    """Translate botocore errors into crosscloud errors naming bucket, key, role and its setting."""
     try:
         yield
     except CrossCloudError:
@@ -55,7 +57,7 @@ def s3_errors(action: str, bucket: str, role_arn: str, key: str | None = None) -
                                      f"meanwhile ({code or status})") from None
         if code in ("AccessDenied", "Forbidden") or status == 403:
             raise UpstreamError(f"S3 refused {action} on {bucket}{'/' + key if key else ''}: the "
-                                f"role {role_arn} is not allowed to", code="s3_forbidden") from None
+                                f"role {role_arn} ({role_source}) is not allowed to", code="s3_forbidden") from None
         retry = code in RETRYABLE or status >= 500
         raise UpstreamError(f"S3 {action} failed: {code or status}", code="s3_error",
                             status=503 if retry else 502, retry_after=5 if retry else None) from None
@@ -76,10 +78,14 @@ class S3Store(ObjectStore):
     max_page_size = 1000
     supports_conditional_put = True
 
-    def __init__(self, session: boto3.Session, bucket: str, *, role_arn: str, timeout: float = 30):
+    def __init__(self, session: boto3.Session, bucket: str, *, role_arn: str, role_source: str = "AWS_ROLE_ARN",
+                 config: Config | None = None):
+        """`config`: timeouts and retries (the factory's budget); `role_source` names the
+        setting the role came from, for refusals."""
         self.bucket = bucket
         self.role_arn = role_arn
-        self.client = session.client("s3", config=client_config(timeout=timeout))
+        self.role_source = role_source
+        self.client = session.client("s3", config=config or client_config())
         # key -> expected per-part SHA-256s of an upload in flight (see `_check_parts`)
         self._part_checks: dict[str, Callable[[], list[str]]] = {}
         self.client.meta.events.register("before-parameter-build.s3.CompleteMultipartUpload",
@@ -89,7 +95,7 @@ class S3Store(ObjectStore):
         return f"S3 bucket {self.bucket} (role {self.role_arn})"
 
     def _errors(self, action: str, key: str | None = None) -> contextlib.AbstractContextManager[None]:
-        return s3_errors(action, self.bucket, self.role_arn, key)
+        return s3_errors(action, self.bucket, self.role_arn, key, self.role_source)
 
     def list_pages(self, prefix: str = "", page_size: int | None = None,
                    start_after: str | None = None) -> Iterator[Page]:

@@ -41,6 +41,11 @@ def cli_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     return child
 
 
+def private_cache(tmp_path: Path) -> Path:
+    """The tool's own directory inside CROSSCLOUD_CACHE_DIR (see `cli_env`)."""
+    return tmp_path / "cache" / f"crosscloud-{os.getuid()}"
+
+
 def write_profile(env: dict[str, str], tmp_path: Path, *extra: str) -> None:
     command = (f"env PYTHONPATH={ROOT} {sys.executable} -m crosscloud credential-process "
                f"--role-arn {env['AWS_ROLE_ARN']} --audience {env['AWS_WEB_IDENTITY_AUDIENCE']} "
@@ -73,9 +78,9 @@ def test_aws_cli_lists_the_bucket_and_reuses_cached_credentials(env, tmp_path, a
     assert "hello.txt" in second.stdout
     assert stats().get("aws:AssumeRoleWithWebIdentity", 0) == after_first  # served from the cache
 
-    cache = tmp_path / "cache"
+    cache = private_cache(tmp_path)
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
-    entries = list(cache.iterdir())
+    entries = list(cache.glob("*.json"))
     assert len(entries) == 1
     assert stat.S_IMODE(entries[0].stat().st_mode) == 0o600
 
@@ -87,7 +92,7 @@ def test_aws_cli_shows_the_explained_refusal(env, tmp_path, aws_cli):
     assert result.returncode != 0
     assert "AccessDenied" in result.stderr
     assert env["AWS_ROLE_ARN"] in result.stderr
-    assert list((tmp_path / "cache").iterdir()) == []  # nothing cached for a refusal
+    assert list(private_cache(tmp_path).glob("*.json")) == []  # nothing cached for a refusal
 
 
 def run_process(env: dict[str, str], tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -109,7 +114,7 @@ def test_each_identity_gets_its_own_cache_entry(env, tmp_path, stats):
     assert docs[0]["AccessKeyId"] != docs[1]["AccessKeyId"]
     assert docs[2] == docs[0]
     assert stats().get("aws:AssumeRoleWithWebIdentity:ok", 0) == before + 2
-    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert len(list(private_cache(tmp_path).glob("*.json"))) == 2
 
 
 def test_errors_are_one_line_on_stderr(env, tmp_path):
@@ -119,3 +124,25 @@ def test_errors_are_one_line_on_stderr(env, tmp_path):
     assert result.stderr.count("\n") == 1
     assert "AADSTS500011" in result.stderr
     assert "--audience" in result.stderr
+
+
+def test_eight_processes_started_at_once_make_one_sts_call(env, tmp_path, stats):
+    """A cold cache in a shared (1777) CROSSCLOUD_CACHE_DIR: the entry's lock lets one process
+    call STS while the seven others wait and read what it cached; the shared dir keeps its mode."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # noqa: S103 - a /tmp-like directory is the case under test
+    child = {**cli_env(env, tmp_path), "CROSSCLOUD_CACHE_DIR": str(shared)}
+    before = stats().get("aws:AssumeRoleWithWebIdentity", 0)
+    procs = [subprocess.Popen([sys.executable, "-m", "crosscloud", "credential-process"], cwd=ROOT, env=child,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    results = [(p.communicate(timeout=120), p.returncode) for p in procs]
+    for (_, err), code in results:
+        assert code == 0, err
+    docs = [json.loads(out) for (out, _), _ in results]
+    assert all(d == docs[0] for d in docs)
+    assert stats().get("aws:AssumeRoleWithWebIdentity", 0) == before + 1
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    private = shared / f"crosscloud-{os.getuid()}"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    assert len(list(private.glob("*.json"))) == 1

@@ -421,9 +421,9 @@ def test_settings_defaults_and_errors_name_the_setting():
     assert (config.prefix, config.part_size, config.concurrency, config.part_concurrency) == ("backup/", 16 * MIB, 8, 4)
     assert config.time_budget_s == 1500
     assert config.source_prefix == ""
-    with pytest.raises(SettingError, match="BACKUP_PART_SIZE_MB must be at least 5"):
+    with pytest.raises(SettingError, match="BACKUP_PART_SIZE_MB must be from 5 to 5120"):
         BackupConfig.from_settings(Settings({"BACKUP_PART_SIZE_MB": "4"}))
-    with pytest.raises(SettingError, match="BACKUP_PART_SIZE_MB must be at most 5120"):
+    with pytest.raises(SettingError, match="BACKUP_PART_SIZE_MB must be from 5 to 5120"):
         BackupConfig.from_settings(Settings({"BACKUP_PART_SIZE_MB": "6000"}))
     with pytest.raises(SettingError, match="BACKUP_CONCURRENCY is malformed"):
         BackupConfig.from_settings(Settings({"BACKUP_CONCURRENCY": "many"}))
