@@ -209,3 +209,30 @@ def test_keys_that_utf16_and_utf8_order_differently_are_never_copied_blindly(fan
     assert [k for k in calls["put"] if ".crosscloud/" not in k] == []
     assert [k for k in calls["stat"] if ".crosscloud/" not in k] == [fan.dest + fan.source + "a～"]
     fan.assert_identical(names)
+
+
+def test_http_and_timer_only_plan_in_fan_out_mode(fan, monkeypatch):
+    """POST /api/backup answers 202 with the plan (the shards run on the queue, not within the
+    HTTP request's 230 s); the timer plans likewise; a dry run still runs in-process."""
+    import azure.functions as func
+    from azure.functions.timer import TimerRequest
+
+    from blueprints.backup import backup_now, backup_timer
+
+    fan.seed({"a.txt": b"alpha", "b.txt": b"beta"})
+    dry = backup_now(func.HttpRequest("POST", "http://localhost/api/backup?dry_run=true", body=b"",
+                                      params={"dry_run": "true"}))
+    assert (dry.status_code, json.loads(dry.get_body())["copied"]) == (200, 2)
+    assert fan.messages() == []
+
+    planned = backup_now(func.HttpRequest("POST", "http://localhost/api/backup", body=b""))
+    assert planned.status_code == 202
+    plan = json.loads(planned.get_body())
+    assert (plan["shards"], plan["objects"]) == (1, 2)
+    assert fan.data_keys() == set()  # nothing copied yet
+    deliver(fan.messages())
+    assert fan.reserved(f"runs/{plan['run_id']}/report.json")["copied"] == 2
+
+    backup_timer(TimerRequest(past_due=False))
+    [message] = fan.messages()
+    assert json.loads(message.content)["run"] != plan["run_id"]
