@@ -97,7 +97,16 @@ def one(way: str, env: dict[str, str], work: Path) -> dict[str, Any]:
     report = json.loads(out.stdout) if out.stdout.strip() else {}
     if out.returncode or report["copied"] != TOTAL_OBJECTS:
         raise SystemExit(f"{way}: exit {out.returncode}, copied {report.get('copied')}: {out.stderr[-2000:]!r}")
-    return {"way": way, "seconds": seconds, "load": load}
+    planned = 0.0
+    if way != "in-process":  # how long the planner's one listing pass and the enqueueing took
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name=env["AWS_REGION"],
+                          aws_access_key_id=env["DEVSTACK_AWS_ADMIN_ACCESS_KEY_ID"],
+                          aws_secret_access_key=env["DEVSTACK_AWS_ADMIN_SECRET_ACCESS_KEY"])
+        key = f"{dest}.crosscloud/runs/{report['run_id']}/plan.json"
+        planned = json.loads(s3.get_object(Bucket=env["BACKUP_S3_BUCKET"], Key=key)["Body"].read())["planned_s"]
+    return {"way": way, "seconds": seconds, "load": load, "planned": planned}
 
 
 def main() -> None:
@@ -126,7 +135,9 @@ def main() -> None:
     for way in ways:
         times = [r["seconds"] for r in runs if r["way"] == way]
         median = statistics.median(times)
-        rows.append(f"| {way} | {median:.1f} | {min(times):.1f}-{max(times):.1f} | "
+        plans = [r["planned"] for r in runs if r["way"] == way]
+        plan = f"{statistics.median(plans):.1f}" if way != "in-process" else "-"
+        rows.append(f"| {way} | {median:.1f} | {min(times):.1f}-{max(times):.1f} | {plan} | "
                     f"{TOTAL_OBJECTS / median:.0f} | {TOTAL_BYTES / MIB / median:.1f} |")
     loads = [r["load"] for r in runs]
     write_section("fanout", f"""## Backup fan-out: one host vs two (issue 13)
@@ -137,8 +148,8 @@ CLI's wall time from start to exit (median of {args.rounds}; the order of the th
 Fan-out: shards of 200 objects or 48 MiB, host.json's queue settings (three shards per host at once),
 each host a `python -m devstack serve` process polling the same queue.
 
-| way | median s | range s | objects/s | MiB/s |
-|---|---|---|---|---|
+| way | median s | range s | of which planning, s | objects/s | MiB/s |
+|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 What this machine can and cannot show: the hosts, Azurite, moto and the CLI all share the same 2 CPUs,

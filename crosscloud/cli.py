@@ -128,7 +128,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     logging.getLogger(backup.REPORT_LOGGER).setLevel(logging.CRITICAL)  # printed below instead
     from crosscloud.backup import fanout
 
-    if args.fan_out or (not args.dry_run and fanout.enabled()):
+    if not args.dry_run and (args.fan_out or fanout.enabled()):  # dry runs always run in-process
         return _backup_fan_out(args)
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     try:

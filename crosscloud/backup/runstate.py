@@ -149,7 +149,10 @@ def finish_if_complete(dest: ObjectStore, prefix: str, run_id: str) -> BackupRep
         return None
     with ThreadPoolExecutor(8, "backup-results") as pool:
         results = [r for r in pool.map(lambda key: get_json(dest, key), keys) if r is not None]
-    aborted = dest.cleanup(prefix)  # every shard has reported: no upload of this run is live
+    # Every shard has reported: no upload of this run is live. Unless a later run took the
+    # lease over meanwhile (this one outlived BACKUP_FANOUT_RUN_HOURS): its uploads are.
+    lease = get_json(dest, prefix + LEASE_NAME)
+    aborted = dest.cleanup(prefix) if not isinstance(lease, dict) or lease.get("run_id") == run_id else 0
     report = combine(plan, results)
     report.incomplete_uploads_aborted += aborted
     if not put_json(dest, paths.report, report.as_json(), create=True):
