@@ -30,6 +30,7 @@ import logging
 import random
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -177,18 +178,21 @@ class QueueListener:
         argument = fq.QueueMessage(id=message.id, body=message.content, dequeue_count=message.dequeue_count,
                                    expiration_time=message.expires_on, insertion_time=message.inserted_on,
                                    time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt)
+        started = time.perf_counter()
+        log.info("Executing 'Functions.%s' (Reason='New queue message detected on '%s'.', Id=%s, "
+                 "DequeueCount=%d)", self.function.name, self.queue_name, message.id, message.dequeue_count)
         try:
             self.function.user_function(**{self.param: argument})
             ok = True
         except Exception:
-            log.exception("Executed '%s' (Failed, Id=%s, dequeue count %d)", self.function.name, message.id,
-                          message.dequeue_count)
+            log.exception("Function 'Functions.%s' raised (Id=%s)", self.function.name, message.id)
             ok = False
         done.set()
         renewer.join()
+        log.info("Executed 'Functions.%s' (%s, Id=%s, Duration=%.0fms)", self.function.name,
+                 "Succeeded" if ok else "Failed", message.id, (time.perf_counter() - started) * 1000)
         receipt = state["receipt"]
         if ok:
-            log.info("Executed '%s' (Succeeded, Id=%s)", self.function.name, message.id)
             self.queue.delete_message(message.id, receipt)
         elif self.poison is None:
             return  # no poison queue: stays invisible until its lease ends

@@ -99,7 +99,7 @@ def test_two_hosts_share_the_queue_and_the_run_completes(fan, hosts, monkeypatch
     report = json.loads(cli.stdout)
     assert (report["copied"], report["failed_count"], report["complete"]) == (24, 0, True)
     fan.assert_identical(list(files))
-    ran = [hosts.log(port).count("Executed 'backup_shard' (Succeeded") for port in (a, b)]
+    ran = [hosts.log(port).count("Executed 'Functions.backup_shard' (Succeeded") for port in (a, b)]
     assert sum(ran) == 8  # every shard once
     assert min(ran) >= 1, ran  # both hosts took part
 
@@ -132,7 +132,7 @@ def test_a_host_killed_mid_shard_its_message_returns_and_the_run_completes(fan, 
     assert report["incomplete_uploads_aborted"] >= 1  # the dead host's upload, cleaned up at completion
     assert fan.uploads() == []
     fan.assert_identical(["huge.bin", "small.txt"])
-    assert "Executed 'backup_shard' (Succeeded" in hosts.log(b)
+    assert "Executed 'Functions.backup_shard' (Succeeded" in hosts.log(b)
 
 
 def test_a_shard_that_always_fails_lands_in_the_poison_queue_and_the_report(fan, hosts, monkeypatch):  # noqa: F811
@@ -152,7 +152,7 @@ def test_a_shard_that_always_fails_lands_in_the_poison_queue_and_the_report(fan,
     assert "poison queue" in failure["reason"]
     assert "1 object(s) pending" in failure["reason"]  # why its last attempt stopped
     log = hosts.log(a)
-    assert log.count("Executed 'backup_shard' (Failed") == 2
+    assert log.count("Executed 'Functions.backup_shard' (Failed") == 2
     assert f"moved to {os.environ['BACKUP_QUEUE_NAME']}-poison" in log
-    assert "Executed 'backup_shard_poison' (Succeeded" in log
+    assert "Executed 'Functions.backup_shard_poison' (Succeeded" in log
     assert fan.poison.peek_messages() == []  # handled, not left behind
