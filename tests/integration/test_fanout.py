@@ -236,3 +236,23 @@ def test_http_and_timer_only_plan_in_fan_out_mode(fan, monkeypatch):
     backup_timer(TimerRequest(past_due=False))
     [message] = fan.messages()
     assert json.loads(message.content)["run"] != plan["run_id"]
+
+
+def test_two_deliveries_of_one_shard_at_once_copy_it_once(fan, monkeypatch):
+    """Two hosts handed the same shard at once (a duplicate delivery): the shard lease lets one
+    copy while the other waits for its result; every object is written once, one report."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("BACKUP_LEASE_SECONDS", "4")
+    fan.seed(FILES)
+    plan = fanout.plan_configured()
+    [message] = fan.messages()
+    puts: list[str] = []
+    store = factory.s3_store(backup=True)
+    real = store.put
+    monkeypatch.setattr(store, "put", lambda key, *a, **k: puts.append(key) or real(key, *a, **k))
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: deliver([message]), range(2)))
+    copies = [k for k in puts if ".crosscloud/" not in k]
+    assert sorted(copies) == sorted(fan.dest + fan.source + name for name in FILES)  # each exactly once
+    assert fan.reserved(f"runs/{plan['run_id']}/report.json")["copied"] == len(FILES)

@@ -111,3 +111,18 @@ def test_binding_expressions_resolve_from_app_settings():
     assert resolve("%Q%-poison", {"Q": "shards"}) == "shards-poison"
     with pytest.raises(KeyError, match="Q"):
         resolve("%Q%", {})
+
+
+def test_the_queue_connection_setting_is_named_when_missing_or_malformed():
+    from crosscloud.stores import factory
+
+    with pytest.raises(SettingError, match="CROSSCLOUD_QUEUE__queueServiceUri is not set"):
+        factory.shard_queue(Settings({}))
+    for bad in ("http://acct.queue.core.windows.net", "https://acct.queue.core.windows.net/?sv=x&sig=y"):
+        with pytest.raises(SettingError, match="CROSSCLOUD_QUEUE__queueServiceUri is malformed") as caught:
+            factory.shard_queue(Settings({"CROSSCLOUD_QUEUE__queueServiceUri": bad}))
+        assert "sig=" not in str(caught.value)
+    from crosscloud.backup.fanout import enabled
+
+    with pytest.raises(SettingError, match="BACKUP_FANOUT"):
+        enabled(Settings({"BACKUP_FANOUT": "yes"}))
