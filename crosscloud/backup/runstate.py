@@ -31,11 +31,11 @@ from typing import Any
 from crosscloud.backup.config import RESERVED
 from crosscloud.backup.lease import LEASE_NAME, Lease
 from crosscloud.backup.report import MAX_LISTED_FAILURES, BackupReport, Failure, utc_iso
+from crosscloud.backup.run import REPORT_LOGGER
 from crosscloud.errors import NotFound, PreconditionFailed
 from crosscloud.stores.base import ObjectStore, PutOptions
 
 log = logging.getLogger("crosscloud.backup")
-REPORT_LOGGER = "crosscloud.backup.report"
 SEGMENTS = RESERVED + "index/segments.json"
 MIB = 1024 * 1024
 
