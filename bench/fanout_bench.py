@@ -155,8 +155,11 @@ each host a `python -m devstack serve` process polling the same queue.
 What this machine can and cannot show: the hosts, Azurite, moto and the CLI all share the same 2 CPUs,
 and other agents were running (1-minute load average {min(loads):.1f}-{max(loads):.1f} at the starts). A second
 host here adds threads, not CPUs, so no speed-up is expected and none should be read into these figures;
-what they do show is the fan-out's overhead (planning, queue polling, per-shard lease, result and index
-segment) against the in-process run. Throughput against instance count on Azure is modelled in
+what they do show is the fan-out's overhead against the in-process run: the planner's own listing
+pass and enqueueing (the planning column), the hosts' polling (up to 1 s here, 10 s with host.json's
+maxPollingInterval), per shard a lease, two range listings, an index segment and a result, and the
+CLI's 1 s wait between looks at the report. On Azure each instance brings its own CPUs and network,
+which is what the fan-out is for. Throughput against instance count on Azure is modelled in
 [backup.md](backup.md#fan-out-throughput-model).
 """)
 
