@@ -100,7 +100,11 @@ class RangePlanner(BackupPlanner):
                 yield key, (info.size, info.etag)
 
     def index_entries(self) -> Iterator[tuple[str, index.Entry]]:
-        entries = itertools.chain.from_iterable(
+        """A retry's own segment (an earlier attempt that stopped early wrote it), else the
+        previous run's segments covering the range."""
+        own = index.read(self.dest, self.index_key, self._order_name)
+        first = next(own, None)
+        entries = itertools.chain([first], own) if first is not None else itertools.chain.from_iterable(
             index.read(self.dest, key, self._order_name) for _, key in self.task.segments)
         return ((k, e) for k, e in entries if self.task.key_range.contains(k, self._source_order))
 

@@ -256,3 +256,32 @@ def test_two_deliveries_of_one_shard_at_once_copy_it_once(fan, monkeypatch):
     copies = [k for k in puts if ".crosscloud/" not in k]
     assert sorted(copies) == sorted(fan.dest + fan.source + name for name in FILES)  # each exactly once
     assert fan.reserved(f"runs/{plan['run_id']}/report.json")["copied"] == len(FILES)
+
+
+def test_a_retried_shard_starts_from_the_segment_its_stopped_attempt_wrote(fan, monkeypatch):
+    """A shard that stopped early (here: its time budget) fails so the host retries it; the
+    retry reads the index segment the stopped attempt wrote, so what was copied needs no HEAD."""
+    from dataclasses import replace
+
+    from crosscloud.backup import shards
+    from crosscloud.backup.config import BackupConfig
+    from crosscloud.settings import Settings
+
+    small = {f"s/{i}.txt": os.urandom(500) for i in range(5)}
+    fan.seed({**small, "z-large.bin": os.urandom(24 * MIB)})
+    fanout.plan_configured()
+    [message] = fan.messages()
+    task = shards.ShardTask.from_message(message.content)
+    source, dest, config = shards.configured()
+    hurried = replace(config, time_budget_s=4.0, assumed_mib_s=4)  # 24 MiB at 4 MiB/s: never started in 4 s
+    with pytest.raises(shards.ShardIncomplete, match="1 object"):
+        shards.run_shard(source, dest, hurried, task)
+    assert fan.data_keys() == set(small)
+
+    heads: list[str] = []
+    real = dest.stat
+    monkeypatch.setattr(dest, "stat", lambda key, *a, **k: heads.append(key) or real(key, *a, **k))
+    result = shards.run_shard(source, dest, BackupConfig.from_settings(Settings()), task, dequeue_count=2)
+    assert (result["report"]["copied"], result["report"]["skipped"]) == (1, len(small))
+    assert [h for h in heads if ".crosscloud/" not in h] == []
+    fan.assert_identical([*small, "z-large.bin"])
