@@ -29,7 +29,6 @@ from crosscloud.backup.range import KeyRange
 from crosscloud.backup.report import BackupReport, utc_iso
 from crosscloud.backup.runstate import SEGMENTS, RunPaths, finish_if_complete, get_json, put_json
 from crosscloud.backup.shards import ShardTask
-from crosscloud.backup.walk import order_of
 from crosscloud.errors import SettingError
 from crosscloud.settings import Settings
 from crosscloud.stores.base import ObjectStore
@@ -118,11 +117,11 @@ def plan_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupC
     report = BackupReport(run_id, source.describe(), f"{dest.describe()} prefix {config.prefix}",
                           utc_iso(dt.datetime.now(dt.UTC)))
     plan: dict[str, Any] = {"run_id": run_id, "source": report.source, "destination": report.destination,
-                            "started": report.started, "order": "utf-16" if source.name == "azure" else "utf-8",
+                            "started": report.started, "order": source.listing_order,
                             "stop_reason": None, "objects": 0, "bytes": 0}
     try:
         plan["incomplete_uploads_aborted"] = dest.cleanup(config.prefix)
-        segments = _Segments(dest, config, plan["order"], order_of(source.name))
+        segments = _Segments(dest, config, plan["order"], source.sort_key)
         shards = 0
         with ThreadPoolExecutor(8, "backup-enqueue") as senders:
             sent = []

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from crosscloud.backup.walk import SortKey, order_of
+from crosscloud.backup.walk import SortKey
 from crosscloud.stores.base import Page
 
 
@@ -38,13 +38,12 @@ class KeyRange:
         return not (other.end is not None and self.start_after is not None
                     and order(self.start_after) >= order(other.end))  # type: ignore[operator]
 
-    def pages(self, pages: Iterator[Page], store_name: str) -> Iterator[Page]:
+    def pages(self, pages: Iterator[Page], order: SortKey) -> Iterator[Page]:
         """`pages` of a listing that started at (or before) the range, cut to the range.
 
-        Keys up to `start_after` are dropped (Azure's `startFrom` is inclusive; a store may
-        ignore the hint); the listing stops at the first key past `end`.
+        Keys up to `start_after` are dropped (in case a store starts earlier than asked); the
+        listing stops at the first key past `end`. `order` is the listing store's `sort_key`.
         """
-        order = order_of(store_name)
         for page in pages:
             items = [info for info in page.items if self.after_start(info.key, order)]
             inside = [info for info in items if self.before_end(info.key, order)]

@@ -28,7 +28,7 @@ from crosscloud.backup.plan import BackupPlanner
 from crosscloud.backup.range import KeyRange
 from crosscloud.backup.run import Backup
 from crosscloud.backup.runstate import RunPaths, exists, finish_if_complete, get_json, put_json
-from crosscloud.backup.walk import astral_sensitive, order_of, prefetch
+from crosscloud.backup.walk import astral_sensitive, prefetch
 from crosscloud.errors import CrossCloudError
 from crosscloud.settings import Settings
 from crosscloud.stores.base import ObjectStore
@@ -81,11 +81,11 @@ class RangePlanner(BackupPlanner):
     destination, so when the walk does not show it, a HEAD decides (never a blind copy).
     """
 
-    def __init__(self, dest: ObjectStore, config: BackupConfig, source_name: str, task: ShardTask,
+    def __init__(self, source: ObjectStore, dest: ObjectStore, config: BackupConfig, task: ShardTask,
                  index_key: str):
-        super().__init__(dest, config, source_name)
+        super().__init__(source, dest, config)
         self.task, self.index_key = task, index_key
-        self._dest_order = order_of(dest.name)
+        self._dest_order = dest.sort_key
 
     def destination_entries(self) -> Iterator[tuple[str, tuple[int, str]]]:
         prefix, scope, wanted = self.config.prefix, self.config.source_prefix, self.task.key_range
@@ -114,7 +114,7 @@ class RangePlanner(BackupPlanner):
 
 def shard_backup(source: ObjectStore, dest: ObjectStore, config: BackupConfig, task: ShardTask) -> Backup:
     paths = RunPaths(config.prefix, task.run_id)
-    planner = RangePlanner(dest, config, source.name, task, paths.segment(task.n))
+    planner = RangePlanner(source, dest, config, task, paths.segment(task.n))
     return Backup(source, dest, config, run_id=f"{task.run_id}#{task.n}", key_range=task.key_range,
                   planner=planner, lease_key=paths.lease(task.n), report_logger=SHARD_LOGGER)
 

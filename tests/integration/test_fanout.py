@@ -24,8 +24,8 @@ from azure.storage.queue import QueueClient
 from crosscloud.backup import fanout
 from crosscloud.backup.lease import LEASE_NAME, LeaseHeld
 from crosscloud.backup.range import KeyRange
-from crosscloud.backup.walk import utf16_order
 from crosscloud.stores import factory
+from crosscloud.stores.base import utf16_order
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024

@@ -12,10 +12,9 @@ from crosscloud.backup.fanout import FanoutConfig, cut
 from crosscloud.backup.range import KeyRange
 from crosscloud.backup.runstate import combine
 from crosscloud.backup.shards import ShardTask
-from crosscloud.backup.walk import utf8_order, utf16_order
 from crosscloud.errors import SettingError
 from crosscloud.settings import Settings
-from crosscloud.stores.base import ObjectInfo, Page
+from crosscloud.stores.base import ObjectInfo, Page, utf8_order, utf16_order
 from devstack.queue_host import QueueOptions, resolve, timespan
 from tests.unit.fakes import MemoryStore
 
@@ -38,7 +37,7 @@ def test_range_pages_drop_keys_up_to_the_start_and_stop_after_the_end():
         return ObjectInfo(key, 1, EPOCH, "e")
 
     pages = iter([Page([info("a"), info("b")], "t1"), Page([info("c"), info("d")], "t2"), Page([info("e")], None)])
-    out = list(KeyRange("a", "c").pages(pages, "s3"))
+    out = list(KeyRange("a", "c").pages(pages, utf8_order))
     assert [[i.key for i in p.items] for p in out] == [["b"], ["c"]]
     assert out[-1].next_token is None
 
