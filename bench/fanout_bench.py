@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import machine, write_section
-from bench.stack import local_cloud
+from bench.stack import admin_clients, local_cloud
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = "bench-fanout/"
@@ -43,10 +43,7 @@ HOST = {"AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:
 
 
 def seed(env: dict[str, str]) -> None:
-    from azure.storage.blob import ContainerClient
-
-    container = ContainerClient.from_connection_string(env["DEVSTACK_AZURE_CONNECTION_STRING"], "data",
-                                                       connection_verify=env["REQUESTS_CA_BUNDLE"])
+    container, _ = admin_clients(env)
     present = {b.name: b.size for b in container.list_blobs(name_starts_with=SOURCE)}
     for prefix, count, size in SETS:
         missing = [k for k in (f"{prefix}object-{i:05d}.bin" for i in range(count)) if present.get(k) != size]
@@ -99,11 +96,7 @@ def one(way: str, env: dict[str, str], work: Path) -> dict[str, Any]:
         raise SystemExit(f"{way}: exit {out.returncode}, copied {report.get('copied')}: {out.stderr[-2000:]!r}")
     planned = 0.0
     if way != "in-process":  # how long the planner's one listing pass and the enqueueing took
-        import boto3
-
-        s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name=env["AWS_REGION"],
-                          aws_access_key_id=env["DEVSTACK_AWS_ADMIN_ACCESS_KEY_ID"],
-                          aws_secret_access_key=env["DEVSTACK_AWS_ADMIN_SECRET_ACCESS_KEY"])
+        _, s3 = admin_clients(env)
         key = f"{dest}.crosscloud/runs/{report['run_id']}/plan.json"
         planned = json.loads(s3.get_object(Bucket=env["BACKUP_S3_BUCKET"], Key=key)["Body"].read())["planned_s"]
     return {"way": way, "seconds": seconds, "load": load, "planned": planned}
