@@ -151,8 +151,12 @@ host here adds threads, not CPUs, so no speed-up is expected and none should be 
 what they do show is the fan-out's overhead against the in-process run: the planner's own listing
 pass and enqueueing (the planning column), the hosts' polling (up to 1 s here, 10 s with host.json's
 maxPollingInterval), per shard a lease, two range listings, an index segment and a result, and the
-CLI's 1 s wait between looks at the report. On Azure each instance brings its own CPUs and network,
-which is what the fan-out is for. Throughput against instance count on Azure is modelled in
+CLI's 1 s wait between looks at the report. A host also runs three shards of 8 copies at once
+against the in-process run's 8 copies, on the same 2 CPUs, through store clients whose connection
+pools hold 10 connections (urllib3 logs "Connection pool is full, discarding connection": each
+discarded connection is a new TLS handshake with Azurite, CPU this machine does not have to spare;
+sizing the pools to the copies in flight is a follow-up in crosscloud/stores/). On Azure each
+instance brings its own CPUs and network, which is what the fan-out is for. Throughput against instance count on Azure is modelled in
 [backup.md](backup.md#fan-out-throughput-model).
 """)
 
