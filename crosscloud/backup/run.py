@@ -58,7 +58,6 @@ HTTP_TIME_BUDGET_S = 190  # scheduling budget of an HTTP-triggered run; + grace 
 OUTAGE_STOP_AFTER = 3  # consecutive objects failing because a cloud does not answer: stop the run
 
 
-
 class Planner(Protocol):
     """What a run asks of its planner (`plan.BackupPlanner`, `restore_plan.RestorePlanner`)."""
 
@@ -81,17 +80,15 @@ class CopyRun:
     """One run. `run()` returns the report; it raises only if the run could not start."""
 
     kind = "backup"
+    report_logger = REPORT_LOGGER  # the one JSON line per run (a fan-out shard's goes elsewhere)
 
     def __init__(self, source: ObjectStore, dest: ObjectStore, config: BackupConfig, planner: Planner, *,
                  metadata: Metadata, content_md5: Md5Of | None = None, lease_key: str | None = None,
                  destination: str, dry_run: bool = False, run_id: str | None = None,
-                 progress: Progress | None = None, key_range: KeyRange | None = None,
-                 report_logger: str = REPORT_LOGGER):
+                 progress: Progress | None = None, key_range: KeyRange | None = None):
         self.source, self.dest, self.config, self.dry_run = source, dest, config, dry_run
         self.run_id = run_id or f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-        self.progress, self.planner, self.lease_key = progress, planner, lease_key
-        # A fan-out shard (shards.py): one key range of the source, its own report logger.
-        self.key_range, self.report_logger = key_range, report_logger
+        self.progress, self.planner, self.lease_key, self.key_range = progress, planner, lease_key, key_range
         self.counters = Counters()
         self.copier = Copier(source, dest, config, dest_key=planner.dest_key, metadata=metadata,
                              content_md5=content_md5, learn=planner.learn, stopping=self._stopping,
@@ -169,9 +166,11 @@ class CopyRun:
                 self._stop(f"source listing failed: {exc.message}")
 
     def _source_pages(self) -> Iterator[Page]:
-        start = self.key_range.start_after if self.key_range else None
-        pages = self.source.list_pages(self.planner.source_prefix, page_size=1000, start_after=start)
-        return self.key_range.pages(pages, self.source.sort_key) if self.key_range else pages
+        prefix, scope = self.planner.source_prefix, self.key_range
+        if scope is None:
+            return self.source.list_pages(prefix, page_size=1000)
+        return scope.pages(self.source.list_pages(prefix, page_size=1000, start_after=scope.start_after),
+                           self.source.sort_key)
 
     def _decided(self, info: ObjectInfo, decision: Decision) -> None:
         """Count a decision that needs no copy."""

@@ -120,7 +120,8 @@ def combine(plan: dict[str, Any], results: list[dict[str, Any]]) -> BackupReport
             report.failed.append(Failure(what, result.get("reason", "failed")))
             reasons.append(f"{what} failed: {result.get('reason', 'failed')}")
             continue
-        for name in ("copied", "skipped", "failed_count", "pending", "pending_bytes", "bytes_copied"):
+        for name in ("copied", "skipped", "skipped_newer", "failed_count", "pending", "pending_bytes",
+                     "bytes_copied"):
             setattr(report, name, getattr(report, name) + shard.get(name, 0))
         report.failed += [Failure(f["key"], f["reason"]) for f in shard.get("failed", [])]
         if shard.get("stop_reason"):

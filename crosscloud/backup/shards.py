@@ -24,9 +24,10 @@ from typing import Any
 from crosscloud.backup import index
 from crosscloud.backup.config import BackupConfig
 from crosscloud.backup.lease import LeaseHeld
+from crosscloud.backup.metadata import backup_metadata
 from crosscloud.backup.plan import BackupPlanner
 from crosscloud.backup.range import KeyRange
-from crosscloud.backup.run import Backup
+from crosscloud.backup.run import CopyRun
 from crosscloud.backup.runstate import RunPaths, exists, finish_if_complete, get_json, put_json
 from crosscloud.backup.walk import astral_sensitive, prefetch
 from crosscloud.errors import CrossCloudError
@@ -112,11 +113,15 @@ class RangePlanner(BackupPlanner):
         return astral_sensitive(key) and not self.task.key_range.contains(key, self._dest_order)
 
 
-def shard_backup(source: ObjectStore, dest: ObjectStore, config: BackupConfig, task: ShardTask) -> Backup:
+def shard_backup(source: ObjectStore, dest: ObjectStore, config: BackupConfig, task: ShardTask) -> CopyRun:
+    """The backup's run loop over one key range, with the shard's planner, lease and logger."""
     paths = RunPaths(config.prefix, task.run_id)
     planner = RangePlanner(source, dest, config, task, paths.segment(task.n))
-    return Backup(source, dest, config, run_id=f"{task.run_id}#{task.n}", key_range=task.key_range,
-                  planner=planner, lease_key=paths.lease(task.n), report_logger=SHARD_LOGGER)
+    run = CopyRun(source, dest, config, planner, metadata=backup_metadata, lease_key=paths.lease(task.n),
+                  destination=f"{dest.describe()} prefix {config.prefix}", run_id=f"{task.run_id}#{task.n}",
+                  key_range=task.key_range)
+    run.report_logger = SHARD_LOGGER
+    return run
 
 
 def run_shard(source: ObjectStore, dest: ObjectStore, config: BackupConfig, task: ShardTask,
