@@ -1,4 +1,4 @@
-"""One fan-out shard: a key range copied by the same engine as a whole run (`run.Backup`).
+"""One fan-out shard: a key range copied by the same engine as a whole run (`run.CopyRun`).
 
 A shard message names its run, its number and its key range (in the source's order), and
 the previous run's index segments that cover the range. Copying it is idempotent: a result
