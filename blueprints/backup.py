@@ -1,4 +1,9 @@
-"""The backup triggers: the nightly timer and `POST /api/backup` (admin key).
+"""The backup triggers: the nightly timer, `POST /api/backup` (admin key), and the fan-out queue.
+
+With BACKUP_FANOUT=queue the timer and `POST /api/backup` only plan the run (202 with the
+plan); `backup_shard` copies one shard per message of the queue BACKUP_QUEUE_NAME, and
+`backup_shard_poison` records a shard whose message the host moved to `<queue>-poison`
+after maxDequeueCount failed attempts, so the run's report names it (docs/backup.md).
 
 The schedule is the app setting BACKUP_SCHEDULE (NCRONTAB, UTC), resolved by the host from
 `%BACKUP_SCHEDULE%`; nothing here reads it, so a missing value never breaks indexing (the
@@ -20,6 +25,7 @@ import azure.functions as func
 
 from blueprints.http import handle_errors, json_response, query_flag
 from crosscloud import backup
+from crosscloud.backup import fanout, shards
 from crosscloud.backup.lease import LeaseHeld
 
 bp = func.Blueprint()
@@ -32,6 +38,9 @@ def backup_timer(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("backup timer is past due (a scheduled run was missed); running now")
     try:
+        if fanout.enabled():
+            fanout.plan_configured()
+            return
         report = backup.run_configured()
     except LeaseHeld as exc:
         log.warning("backup skipped: %s", exc.message)
@@ -46,5 +55,33 @@ def backup_timer(timer: func.TimerRequest) -> None:
 @handle_errors
 def backup_now(req: func.HttpRequest) -> func.HttpResponse:
     dry_run = query_flag(req, "dry_run")
+    if fanout.enabled() and not dry_run:  # plans only (202); the shards run on the queue
+        return json_response(fanout.plan_configured(max_seconds=backup.HTTP_TIME_BUDGET_S), status=202)
     report = backup.run_configured(dry_run=dry_run, max_seconds=backup.HTTP_TIME_BUDGET_S)
     return json_response(report.as_json(), status=200 if report.ok else 207)
+
+
+@bp.function_name("backup_shard")
+@bp.queue_trigger(arg_name="msg", queue_name="%BACKUP_QUEUE_NAME%", connection="CROSSCLOUD_QUEUE")
+def backup_shard(msg: func.QueueMessage) -> None:
+    task = shards.ShardTask.from_message(msg.get_body())  # malformed: fails, ends in the poison queue
+    source, dest, config = shards.configured()
+    attempt = getattr(msg, "dequeue_count", None) or 1
+    try:
+        shards.run_shard(source, dest, config, task, attempt)
+    except Exception as exc:  # the host retries the message; the poison report says why it failed
+        shards.note_error(dest, config, task, exc, attempt)
+        raise
+
+
+@bp.function_name("backup_shard_poison")
+@bp.queue_trigger(arg_name="msg", queue_name="%BACKUP_QUEUE_NAME%-poison", connection="CROSSCLOUD_QUEUE")
+def backup_shard_poison(msg: func.QueueMessage) -> None:
+    try:
+        task = shards.ShardTask.from_message(msg.get_body())
+    except ValueError as exc:
+        log.error("backup: a message in the poison queue is no shard message (%s); dropped", exc)
+        return
+    _, dest, config = shards.configured()
+    shards.record_failure(dest, config, task, "its message failed the host's maxDequeueCount attempts and "
+                                              "was moved to the poison queue")

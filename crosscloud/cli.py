@@ -126,6 +126,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from crosscloud.backup.report import ProgressBar, summary
 
     logging.getLogger(backup.REPORT_LOGGER).setLevel(logging.CRITICAL)  # printed below instead
+    from crosscloud.backup import fanout
+
+    if not args.dry_run and (args.fan_out or fanout.enabled()):  # dry runs always run in-process
+        return _backup_fan_out(args)
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     try:
         report = backup.run_configured(dry_run=args.dry_run, progress=bar)
@@ -160,6 +164,34 @@ def cmd_restore(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(summary(report, "restore"))
     return 0 if report.ok else 1
+
+
+def _backup_fan_out(args: argparse.Namespace) -> int:
+    """Plan a fan-out run, then wait for its shards (copied by the queue-triggered function)."""
+    from crosscloud.backup import fanout, shards
+    from crosscloud.backup.report import BackupReport, Failure, summary  # noqa: F811
+
+    plan = fanout.plan_configured()
+    _, dest, config = shards.configured()
+    print(f"backup {plan['run_id']}: {plan['shards']} shard(s) queued ({plan['objects']} objects); waiting "
+          "for the queue-triggered function to copy them", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{done}/{total} shards reported")
+            sys.stderr.flush()
+
+    data = fanout.wait_for_report(dest, config, plan, args.wait, progress)
+    if data is None:
+        print(f"backup {plan['run_id']}: not complete after {args.wait} s; its report will be at "
+              f"{config.prefix}.crosscloud/runs/{plan['run_id']}/report.json", file=sys.stderr)
+        return 1
+    if args.json:
+        print_json(data)
+    else:
+        report = BackupReport(**{**data, "failed": [Failure(**f) for f in data["failed"]]})
+        sys.stdout.write(summary(report))
+    return 0 if data["complete"] and data["failed_count"] == 0 else 1
 
 
 def _quiet_identity_warnings() -> None:
@@ -207,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "failed or the run is incomplete)")
     p.add_argument("--dry-run", action="store_true", help="report what would be copied; write nothing")
     p.add_argument("--json", action="store_true", help="the report as JSON (as POST /api/backup returns it)")
+    p.add_argument("--fan-out", action="store_true", help="plan the run into shards on the queue "
+                   "(BACKUP_QUEUE_NAME), wait for the queue-triggered function to copy them, print the "
+                   "combined report")
+    p.add_argument("--wait", type=float, default=3600, metavar="SECONDS",
+                   help="with --fan-out: how long to wait for the shards (default 3600)")
     p.set_defaults(handler=cmd_backup)
 
     p = sub.add_parser("restore", help="copy backup versions back into the container; never deletes, never "

@@ -25,6 +25,7 @@ AZURE_ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 CONTAINER = "data"
+SHARD_QUEUE = "crosscloud-backup-shards"  # the backup fan-out queue (its poison queue: <name>-poison)
 S3_BUCKET = "crosscloud-data"
 BACKUP_PREFIX = "backup/"
 READ_ROLE = "crosscloud-read"
@@ -69,6 +70,7 @@ class Ports:
     aws: int
     identity: int
     functions: int
+    queue: int
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -78,7 +80,7 @@ class Ports:
             offset = int(raw)
         except ValueError:
             raise SystemExit(f"DEVSTACK_PORT_OFFSET must be an integer, got {raw!r}") from None
-        return cls(10000 + offset, 4566 + offset, 8181 + offset, 7071 + offset)
+        return cls(10000 + offset, 4566 + offset, 8181 + offset, 7071 + offset, 10001 + offset)
 
 
 HOST = "127.0.0.1"
@@ -88,5 +90,6 @@ def tools_dir() -> Path:
     return REPO_ROOT / ".tools"
 
 
-def azurite_bin() -> Path:
-    return tools_dir() / "node" / "node_modules" / ".bin" / "azurite-blob"
+def azurite_bin(service: str = "blob") -> Path:
+    """Azurite's launcher for one service (`blob`, `queue`)."""
+    return tools_dir() / "node" / "node_modules" / ".bin" / f"azurite-{service}"

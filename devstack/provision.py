@@ -72,18 +72,26 @@ def provision_aws(endpoint: str, state: Path) -> dict[str, str]:
     return {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
 
 
-def connection_string(blob_endpoint: str) -> str:
+def connection_string(blob_endpoint: str, queue_endpoint: str | None = None) -> str:
+    queues = f"QueueEndpoint={queue_endpoint};" if queue_endpoint else ""
     return (
         f"DefaultEndpointsProtocol=https;AccountName={config.AZURE_ACCOUNT};"
-        f"AccountKey={config.AZURE_ACCOUNT_KEY};BlobEndpoint={blob_endpoint};"
+        f"AccountKey={config.AZURE_ACCOUNT_KEY};BlobEndpoint={blob_endpoint};{queues}"
     )
 
 
 def provision_azure(conn_str: str, ca_bundle: Path) -> None:
-    """Create the data container (shared-key access: the stack's admin path, not the app's)."""
+    """Create the data container and the fan-out queues (shared-key access: the stack's admin
+    path, not the app's; infra/ creates the same queues in Azure)."""
     from azure.core.exceptions import ResourceExistsError
     from azure.storage.blob import BlobServiceClient
+    from azure.storage.queue import QueueServiceClient
 
     service = BlobServiceClient.from_connection_string(conn_str, connection_verify=str(ca_bundle))
     with contextlib.suppress(ResourceExistsError):
         service.create_container(config.CONTAINER)
+    if "QueueEndpoint=" in conn_str:
+        queues = QueueServiceClient.from_connection_string(conn_str, connection_verify=str(ca_bundle))
+        for name in (config.SHARD_QUEUE, f"{config.SHARD_QUEUE}-poison"):
+            with contextlib.suppress(ResourceExistsError):
+                queues.create_queue(name)

@@ -13,8 +13,9 @@ import json
 import logging
 import os
 import sys
+import threading
 
-from devstack import config, envfile
+from devstack import config, envfile, queue_host
 from devstack.host import keys, metadata, server
 from devstack.host.dispatch import Host
 
@@ -67,6 +68,10 @@ def main(port: int | None = None) -> int:
     print(f"Keys: DEVSTACK_MASTER_KEY, DEVSTACK_HOST_KEY and DEVSTACK_FUNCTION_KEY_<NAME> in {envfile.path()}",
           flush=True)
     host.startup_report()
+    # Queue-triggered functions poll their queues beside the HTTP server (devstack/queue_host.py).
+    host_json = json.loads((config.REPO_ROOT / "host.json").read_text())
+    host.errors.update({name: [why] for name, why in queue_host.start(
+        host.functions.values(), host_json, os.environ, threading.Event()).items()})
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:

@@ -89,8 +89,8 @@ def up(token_ttl: int = 3600) -> dict[str, str]:
         print(f"devstack is already running (state in {state}); `python -m devstack down` stops it.")
         return envfile.read()
     check_tools()
-    for name, port in (("Azurite", ports.azurite), ("AWS emulator", ports.aws),
-                       ("identity endpoint", ports.identity)):
+    for name, port in (("Azurite", ports.azurite), ("Azurite queues", ports.queue),
+                       ("AWS emulator", ports.aws), ("identity endpoint", ports.identity)):
         if port_in_use(port):
             raise StackError(f"port {config.HOST}:{port} for the {name} is already in use; stop "
                              "whatever holds it or set DEVSTACK_PORT_OFFSET to shift all ports.")
@@ -115,16 +115,26 @@ def up(token_ttl: int = 3600) -> dict[str, str]:
              "--skipApiVersionCheck", "--disableProductStyleUrl", "--silent"],
             state / "logs" / "azurite.log",
         )
+        procs["azurite-queue"] = _spawn(
+            [str(config.azurite_bin("queue")), "--queueHost", config.HOST, "--queuePort", str(ports.queue),
+             "--location", str(state / "azurite"), "--oauth", "basic",
+             "--cert", str(tls["cert"]), "--key", str(tls["key"]),
+             "--skipApiVersionCheck", "--disableProductStyleUrl", "--silent"],
+            state / "logs" / "azurite-queue.log",
+        )
         _pids_file().write_text(json.dumps({n: p.pid for n, p in procs.items()}))
         deadline = time.monotonic() + 60
         _wait_port(ports.azurite, deadline, procs["azurite"], "Azurite", state / "logs" / "azurite.log")
+        _wait_port(ports.queue, deadline, procs["azurite-queue"], "Azurite queues",
+                   state / "logs" / "azurite-queue.log")
         while not (state / "ready.json").exists():
             if procs["daemon"].poll() is not None or time.monotonic() > deadline:
                 raise StackError("the identity endpoint / AWS emulator failed to start; last log "
                                  f"lines:\n{_tail(state / 'logs' / 'daemon.log')}")
             time.sleep(0.1)
         blob_endpoint = f"https://{config.HOST}:{ports.azurite}/{config.AZURE_ACCOUNT}"
-        conn_str = provision.connection_string(blob_endpoint)
+        queue_endpoint = f"https://{config.HOST}:{ports.queue}/{config.AZURE_ACCOUNT}"
+        conn_str = provision.connection_string(blob_endpoint, queue_endpoint)
         provision.provision_azure(conn_str, tls["bundle"])
     except BaseException:
         _stop(procs_pids={n: p.pid for n, p in procs.items()})
@@ -150,6 +160,11 @@ def up(token_ttl: int = 3600) -> dict[str, str]:
         "IDENTITY_ENDPOINT": f"http://{config.HOST}:{ports.identity}/msi/token",
         "IDENTITY_HEADER": identity_header,
         "REQUESTS_CA_BUNDLE": str(tls["bundle"]),
+        # The backup fan-out queue, as an identity-based connection (like AzureWebJobsStorage__*).
+        "BACKUP_QUEUE_NAME": config.SHARD_QUEUE,
+        "CROSSCLOUD_QUEUE__queueServiceUri": queue_endpoint,
+        "CROSSCLOUD_QUEUE__credential": "managedidentity",
+        "CROSSCLOUD_QUEUE__clientId": config.APP_IDENTITY.client_id,
         "DEVSTACK_AZURE_CONNECTION_STRING": conn_str,
         "DEVSTACK_AWS_ADMIN_ACCESS_KEY_ID": admin["access_key_id"],
         "DEVSTACK_AWS_ADMIN_SECRET_ACCESS_KEY": admin["secret_access_key"],
@@ -166,7 +181,8 @@ def up(token_ttl: int = 3600) -> dict[str, str]:
     }
     envfile.write(values)
     elapsed = time.monotonic() - started
-    print(f"devstack up in {elapsed:.1f}s: Azurite https://{config.HOST}:{ports.azurite}, "
+    print(f"devstack up in {elapsed:.1f}s: Azurite https://{config.HOST}:{ports.azurite} (queues "
+          f":{ports.queue}), "
           f"AWS {aws_url}, identity http://{config.HOST}:{ports.identity}; settings in "
           f"{envfile.path()}")
     return values

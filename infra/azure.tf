@@ -130,7 +130,7 @@ resource "azurerm_role_assignment" "data_delegator" {
 # --- host storage account (AzureWebJobsStorage + Flex deployment package) --------------
 
 resource "azurerm_storage_account" "host" {
-  #checkov:skip=CKV_AZURE_33:Queue service logging: the host only uses blobs (leases, keys, packages).
+  #checkov:skip=CKV_AZURE_33:Queue logging goes to Log Analytics (azurerm_monitor_diagnostic_setting.host_queue); classic Storage Analytics logging (queue_properties) is configured through the data plane with the account key, which is disabled.
   #checkov:skip=CKV_AZURE_35:The Functions host on Flex Consumption (no VNet integration) reaches its storage over the public endpoint; access is Entra-only.
   #checkov:skip=CKV_AZURE_59:Same reason as CKV_AZURE_35.
   #checkov:skip=CKV2_AZURE_33:Private endpoints need VNet integration of the Function App (not part of this baseline).
@@ -190,6 +190,57 @@ resource "azurerm_role_assignment" "host_blob_owner" {
   principal_id         = azurerm_user_assigned_identity.app.principal_id
   principal_type       = "ServicePrincipal"
   description          = "${var.name}: Functions host storage (AzureWebJobsStorage) and deployment package"
+}
+
+# --- backup fan-out queue (docs/backup.md) ---------------------------------------------
+# On the host account, never the data account: it holds no data, and the app only ever gets
+# message-level roles on these two queues. Both exist before the app starts, so the host
+# never needs to create the poison queue (which would take a management role).
+
+locals {
+  shard_queues = { shards = var.backup_queue_name, poison = "${var.backup_queue_name}-poison" }
+  # The planner sends (Sender); the queue trigger receives, renews and deletes (Message
+  # Processor) and the host's scaler and listener read queue metadata (Reader: the queue
+  # trigger's roles in the Functions docs); the host moves poison messages (Sender).
+  queue_roles = {
+    for pair in setproduct(keys(local.shard_queues), ["Storage Queue Data Reader",
+    "Storage Queue Data Message Processor", "Storage Queue Data Message Sender"]) :
+    "${pair[0]}/${pair[1]}" => { queue = pair[0], role = pair[1] }
+  }
+}
+
+resource "azurerm_storage_queue" "backup" {
+  for_each           = local.shard_queues
+  name               = each.value
+  storage_account_id = azurerm_storage_account.host.id
+}
+
+resource "azurerm_role_assignment" "backup_queue" {
+  for_each             = local.queue_roles
+  scope                = azurerm_storage_queue.backup[each.value.queue].resource_manager_id
+  role_definition_name = each.value.role
+  principal_id         = azurerm_user_assigned_identity.app.principal_id
+  principal_type       = "ServicePrincipal"
+  description          = "${var.name}: backup fan-out (${each.value.role}) on one queue"
+}
+
+# Audit of queue operations (who sent, received, deleted shard messages).
+resource "azurerm_monitor_diagnostic_setting" "host_queue" {
+  name                       = "queue-audit"
+  target_resource_id         = "${azurerm_storage_account.host.id}/queueServices/default"
+  log_analytics_workspace_id = azurerm_log_analytics_workspace.main.id
+
+  enabled_log {
+    category = "StorageRead"
+  }
+
+  enabled_log {
+    category = "StorageWrite"
+  }
+
+  enabled_log {
+    category = "StorageDelete"
+  }
 }
 
 # --- monitoring -----------------------------------------------------------------------
@@ -259,6 +310,14 @@ locals {
     BACKUP_S3_PREFIX            = var.backup_s3_prefix
     AWS_BACKUP_ROLE_ARN         = aws_iam_role.backup.arn
     AWS_RESTORE_ROLE_ARN        = var.enable_restore ? aws_iam_role.restore[0].arn : "" # empty: restore not set up
+    BACKUP_FANOUT               = var.backup_fanout
+    BACKUP_QUEUE_NAME           = azurerm_storage_queue.backup["shards"].name
+
+    # The fan-out queue as an identity-based connection (the queue trigger's
+    # connection = "CROSSCLOUD_QUEUE"), like AzureWebJobsStorage__* above.
+    CROSSCLOUD_QUEUE__queueServiceUri = azurerm_storage_account.host.primary_queue_endpoint
+    CROSSCLOUD_QUEUE__credential      = "managedidentity"
+    CROSSCLOUD_QUEUE__clientId        = azurerm_user_assigned_identity.app.client_id
   }
 }
 
@@ -302,6 +361,7 @@ resource "azurerm_function_app_flex_consumption" "app" {
   depends_on = [
     azurerm_role_assignment.host_blob_owner,
     azurerm_role_assignment.telemetry_publisher,
+    azurerm_role_assignment.backup_queue,
   ]
 }
 

@@ -96,6 +96,28 @@ variable "backup_schedule" {
   default     = "0 0 2 * * *"
 }
 
+variable "backup_fanout" {
+  description = "The app's BACKUP_FANOUT: off (one instance runs a backup) or queue (shards on the queue, copied by many instances; docs/backup.md says when)."
+  type        = string
+  default     = "off"
+
+  validation {
+    condition     = contains(["off", "queue"], var.backup_fanout)
+    error_message = "backup_fanout must be off or queue."
+  }
+}
+
+variable "backup_queue_name" {
+  description = "Storage queue of the backup fan-out shards (the app's BACKUP_QUEUE_NAME); its poison queue is <name>-poison."
+  type        = string
+  default     = "crosscloud-backup-shards"
+
+  validation {
+    condition     = can(regex("^[a-z0-9](?:[a-z0-9]|-[a-z0-9]){2,55}$", var.backup_queue_name))
+    error_message = "backup_queue_name must be 3-56 lowercase letters, digits and single hyphens (room for -poison)."
+  }
+}
+
 variable "log_retention_days" {
   description = "Log Analytics retention for the app's telemetry."
   type        = number

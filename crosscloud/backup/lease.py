@@ -98,7 +98,10 @@ class Lease:
         return False
 
     # --- lifecycle -------------------------------------------------------------------
-    def acquire(self) -> Lease:
+    def acquire(self, heartbeat: bool = True) -> Lease:
+        """Take the lease; without `heartbeat` it is held until its ttl or `end_if_mine` (a
+        fan-out run: planned by one invocation, ended by whichever shard finishes last)."""
+        self._heartbeat_on = heartbeat
         for _ in range(3):
             expires = time.time() + self.ttl
             try:
@@ -126,6 +129,8 @@ class Lease:
         raise LeaseHeld("another backup run is taking the lease right now; this run did nothing")
 
     def _start(self) -> Lease:
+        if not getattr(self, "_heartbeat_on", True):
+            return self
         self._thread = threading.Thread(target=self._heartbeat, name="backup-lease", daemon=True)
         self._thread.start()
         return self
@@ -168,3 +173,14 @@ class Lease:
             self._write(time.time() - 1, if_match=self.etag, released=True)
         except CrossCloudError as exc:  # it expires on its own; the next run takes it over then
             log.warning("backup run %s could not release its lease: %s", self.run_id, exc.message)
+
+    def end_if_mine(self) -> bool:
+        """Mark the lease released if it still names this run (from any process); True if it did."""
+        seen = self._read()
+        if seen is None or seen.run_id != self.run_id or seen.released:
+            return False
+        try:
+            self._write(time.time() - 1, if_match=seen.etag, released=True)
+        except PreconditionFailed:
+            return False
+        return True

@@ -15,6 +15,7 @@ import datetime as dt
 import enum
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from crosscloud.backup import index
@@ -63,15 +64,28 @@ class BackupPlanner:
         self._index: InOrderLookup[index.Entry] | None = None
         self._next = index.IndexWriter(self._source_order, self._order_name)
 
+    index_key = ""  # where `save_index` writes (default: `<prefix>.crosscloud/index.jsonl.gz`)
+
     def prepare(self) -> None:
         """Open the destination listing and the index; both are read as the source goes."""
-        prefix, scope = self.config.prefix, self.config.source_prefix
-        listing = ((info.key[len(prefix):], (info.size, info.etag))
-                   for page in prefetch(self.dest.list_pages(prefix + scope)) for info in page.items)
-        self._listing = InOrderLookup(listing, self.dest.sort_key)
-        entries = index.read(self.dest, prefix + index.INDEX_NAME, self._order_name)
+        self.index_key = self.index_key or self.config.prefix + index.INDEX_NAME
+        self._listing = InOrderLookup(self.destination_entries(), self.dest.sort_key)
         # Entries passed over outside the scope are kept; inside it their source is gone.
-        self._index = InOrderLookup(entries, self._source_order, passed=self._carry_outside_scope)
+        self._index = InOrderLookup(self.index_entries(), self._source_order, passed=self._carry_outside_scope)
+
+    def destination_entries(self) -> Iterator[tuple[str, tuple[int, str]]]:
+        """(source-relative key, (size, ETag)) in the destination's order; a shard walks its range."""
+        prefix, scope = self.config.prefix, self.config.source_prefix
+        return ((info.key[len(prefix):], (info.size, info.etag))
+                for page in prefetch(self.dest.list_pages(prefix + scope)) for info in page.items)
+
+    def index_entries(self) -> Iterator[tuple[str, index.Entry]]:
+        """The index in the source's order; a shard reads the segments that cover its range."""
+        return index.read(self.dest, self.config.prefix + index.INDEX_NAME, self._order_name)
+
+    def unsure(self, key: str) -> bool:
+        """Whether a key the destination walk did not show may exist all the same (HEAD first)."""
+        return False
 
     def _carry_outside_scope(self, key: str, entry: index.Entry) -> None:
         if not key.startswith(self.config.source_prefix):
@@ -91,7 +105,7 @@ class BackupPlanner:
         listed = self._listing.find(info.key)
         known = self._index.find(info.key)
         if listed is None:
-            return Decision(Action.COPY)
+            return Decision(Action.CHECK if self.unsure(info.key) else Action.COPY)
         size, dest_etag = listed
         if known is None or known[0] != dest_etag:
             return Decision(Action.COPY if size != info.size else Action.CHECK)
@@ -129,6 +143,6 @@ class BackupPlanner:
                     self._next.add(key, *entry)
             meta = {"run_id": run_id, "written": utc_iso(dt.datetime.now(dt.UTC))}
             try:
-                self._next.save(self.dest, self.config.prefix + index.INDEX_NAME, meta, self.config.part_size)
+                self._next.save(self.dest, self.index_key, meta, self.config.part_size)
             except CrossCloudError as exc:  # the next run falls back to HEADs; the copies stand
                 log.warning("backup %s could not write its index: %s", run_id, exc.message)

@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Protocol
@@ -37,6 +38,7 @@ from crosscloud.backup.copier import Copier, Md5Of, Metadata, Outcome, Result, f
 from crosscloud.backup.lease import LEASE_NAME, Lease
 from crosscloud.backup.metadata import backup_metadata
 from crosscloud.backup.plan import Action, BackupPlanner, Decision
+from crosscloud.backup.range import KeyRange
 from crosscloud.backup.report import (
     MAX_LISTED_FAILURES,
     BackupReport,
@@ -48,13 +50,12 @@ from crosscloud.backup.report import (
 )
 from crosscloud.errors import CrossCloudError
 from crosscloud.settings import Settings
-from crosscloud.stores.base import ObjectInfo, ObjectStore
+from crosscloud.stores.base import ObjectInfo, ObjectStore, Page
 
 log = logging.getLogger("crosscloud.backup")
 REPORT_LOGGER = "crosscloud.backup.report"  # the one JSON line per run
 HTTP_TIME_BUDGET_S = 190  # scheduling budget of an HTTP-triggered run; + grace stays under the 230 s cut
 OUTAGE_STOP_AFTER = 3  # consecutive objects failing because a cloud does not answer: stop the run
-
 
 
 class Planner(Protocol):
@@ -79,14 +80,15 @@ class CopyRun:
     """One run. `run()` returns the report; it raises only if the run could not start."""
 
     kind = "backup"
+    report_logger = REPORT_LOGGER  # the one JSON line per run (a fan-out shard's goes elsewhere)
 
     def __init__(self, source: ObjectStore, dest: ObjectStore, config: BackupConfig, planner: Planner, *,
                  metadata: Metadata, content_md5: Md5Of | None = None, lease_key: str | None = None,
                  destination: str, dry_run: bool = False, run_id: str | None = None,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, key_range: KeyRange | None = None):
         self.source, self.dest, self.config, self.dry_run = source, dest, config, dry_run
         self.run_id = run_id or f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-        self.progress, self.planner, self.lease_key = progress, planner, lease_key
+        self.progress, self.planner, self.lease_key, self.key_range = progress, planner, lease_key, key_range
         self.counters = Counters()
         self.copier = Copier(source, dest, config, dest_key=planner.dest_key, metadata=metadata,
                              content_md5=content_md5, learn=planner.learn, stopping=self._stopping,
@@ -123,7 +125,8 @@ class CopyRun:
         return self._finish()
 
     def _prepare_destination(self) -> None:
-        if self._lease is not None:  # only the lease holder may abort uploads under the prefix
+        # Only the lease holder may abort uploads under the prefix; a shard's run does it for its shards.
+        if self._lease is not None and self.key_range is None:
             self.report.incomplete_uploads_aborted = self.dest.cleanup(self.config.prefix)
         self.planner.prepare()
 
@@ -135,7 +138,7 @@ class CopyRun:
             listed_any = False
             try:
                 # Modest pages: copying starts after the first one, not after 5,000 blobs.
-                for page in self.source.list_pages(self.planner.source_prefix, page_size=1000):
+                for page in self._source_pages():
                     if not listed_any:
                         destination_ready.result()  # raises what listing the destination raised
                     listed_any = True
@@ -161,6 +164,13 @@ class CopyRun:
                 if not listed_any:
                     raise  # nothing happened yet: the caller gets the error itself
                 self._stop(f"source listing failed: {exc.message}")
+
+    def _source_pages(self) -> Iterator[Page]:
+        prefix, scope = self.planner.source_prefix, self.key_range
+        if scope is None:
+            return self.source.list_pages(prefix, page_size=1000)
+        return scope.pages(self.source.list_pages(prefix, page_size=1000, start_after=scope.start_after),
+                           self.source.sort_key)
 
     def _decided(self, info: ObjectInfo, decision: Decision) -> None:
         """Count a decision that needs no copy."""
@@ -261,7 +271,7 @@ class CopyRun:
             if report.duration_s > 0 else 0.0
         report.complete = report.stop_reason is None and report.pending == 0 and report.failed_count == 0
         line = json.dumps({"event": f"{self.kind}_report", **report.as_json()}, ensure_ascii=False)
-        logging.getLogger(REPORT_LOGGER).log(logging.INFO if report.ok else logging.WARNING, "%s", line)
+        logging.getLogger(self.report_logger).log(logging.INFO if report.ok else logging.WARNING, "%s", line)
         return report
 
 

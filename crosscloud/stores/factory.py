@@ -15,6 +15,7 @@ from botocore.config import Config
 
 from crosscloud.auth import identity
 from crosscloud.auth.federation import FederationTarget, client_config, shared_session
+from crosscloud.errors import SettingError
 from crosscloud.settings import Settings
 from crosscloud.stores.azure import BLOCK, CHUNK, AzureBlobStore
 from crosscloud.stores.base import ObjectStore
@@ -23,7 +24,7 @@ from crosscloud.stores.s3 import S3Store
 SOURCES = ("azure", "s3")
 ATTEMPTS = 2  # a listing or read tries a silent cloud twice, then answers 503
 BACKOFF_S = 1.5  # the most either SDK sleeps between those two attempts (see Budget)
-_cache: dict[tuple[Any, ...], ObjectStore] = {}
+_cache: dict[tuple[Any, ...], Any] = {}
 _lock = threading.Lock()
 
 
@@ -105,6 +106,28 @@ def s3_store(settings: Settings | None = None, *, backup: bool = False, restore:
             _cache[key] = store
     assert isinstance(store, S3Store)
     return store
+
+
+def shard_queue(settings: Settings | None = None, name: str = "crosscloud-backup-shards") -> Any:
+    """The backup fan-out queue, over the identity-based connection `CROSSCLOUD_QUEUE__*` (the
+    host's convention: `__queueServiceUri`, `__clientId`), base64 like the queue trigger reads."""
+    from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+    settings = settings or Settings()
+    uri = settings._get("CROSSCLOUD_QUEUE__queueServiceUri")  # noqa: SLF001 - the settings' own reader
+    if not uri.startswith("https://") or "?" in uri:
+        raise SettingError("app setting CROSSCLOUD_QUEUE__queueServiceUri is malformed: expected the queue "
+                           "service URL, like https://<account>.queue.core.windows.net (no SAS)")
+    client_id = settings.raw("CROSSCLOUD_QUEUE__clientId") or settings.azure_client_id
+    key = ("queue", uri, name, client_id)
+    with _lock:
+        queue = _cache.get(key)
+        if queue is None:
+            queue = QueueClient(uri, name, credential=identity.managed_identity(client_id),
+                                message_encode_policy=TextBase64EncodePolicy(),
+                                message_decode_policy=TextBase64DecodePolicy())
+            _cache[key] = queue
+    return queue
 
 
 def store_for(source: str, settings: Settings | None = None) -> ObjectStore:

@@ -780,3 +780,100 @@ def test_skip_checker_flags_bare_skips() -> None:
     assert skip_comment_problems("#checkov:skip=AWS_18:a perfectly long justification here")
     good = "#checkov:skip=CKV2_AZURE_1:customer keys are not needed for this data"
     assert skip_comment_problems(good) == []
+
+
+# --- backup fan-out queue -------------------------------------------------------------
+
+QUEUE_ROLES = {"Storage Queue Data Reader", "Storage Queue Data Message Processor", "Storage Queue Data Message Sender"}
+
+
+def queue_problems(cfg: Config) -> list[str]:
+    """The fan-out queue and its poison queue on the host account; message-level roles on the
+    queues only; the identity-based connection the queue trigger names."""
+    problems = []
+    data_accounts = set().union(*[
+        _refs(cfg.of_type("azurerm_storage_container").get(c, {}).get("storage_account_id"), "azurerm_storage_account")
+        for body in cfg.of_type("azurerm_role_assignment").values()
+        if body.get("role_definition_name") == "Storage Blob Data Reader"
+        for c in _refs(body.get("scope"), "azurerm_storage_container")])
+    queues = cfg.of_type("azurerm_storage_queue")
+    if not queues:
+        problems.append("no azurerm_storage_queue")
+    for name, body in queues.items():
+        if _refs(body.get("storage_account_id"), "azurerm_storage_account") & data_accounts:
+            problems.append(f"{name}: queue on the data account")
+    if "-poison" not in json.dumps(cfg.locals.get("shard_queues")):
+        problems.append("no <queue>-poison queue is created")
+    granted: set[str] = set()
+    for name, body in cfg.of_type("azurerm_role_assignment").items():
+        text = json.dumps(body) + (json.dumps(cfg.locals.get("queue_roles")) if "each.value.role" in json.dumps(body)
+                                   else "")
+        roles = set(re.findall(r"Storage Queue Data [A-Za-z ]*[A-Za-z]", text))
+        if not roles:
+            continue
+        granted |= roles
+        if roles - QUEUE_ROLES:
+            problems.append(f"{name}: {sorted(roles - QUEUE_ROLES)} is more than message-level access")
+        if not _refs(body.get("scope"), "azurerm_storage_queue") or _refs(body.get("scope"), "azurerm_storage_account"):
+            problems.append(f"{name}: queue roles not scoped to the queues: {body.get('scope')}")
+    for role in ("Storage Queue Data Message Processor", "Storage Queue Data Message Sender"):
+        if role not in granted:
+            problems.append(f"{role} is not granted")
+    settings = cfg.locals.get("app_settings") or {}
+    uri = str(settings.get("CROSSCLOUD_QUEUE__queueServiceUri"))
+    if not uri.endswith(".primary_queue_endpoint}") or _refs(uri, "azurerm_storage_account") & data_accounts:
+        problems.append("CROSSCLOUD_QUEUE__queueServiceUri is not the host account's queue endpoint")
+    if settings.get("CROSSCLOUD_QUEUE__credential") != "managedidentity" or "CROSSCLOUD_QUEUE" in settings:
+        problems.append("CROSSCLOUD_QUEUE is not an identity-based connection")
+    if not str(settings.get("CROSSCLOUD_QUEUE__clientId")).endswith("azurerm_user_assigned_identity.app.client_id}"):
+        problems.append("CROSSCLOUD_QUEUE__clientId is not the user-assigned identity's client_id")
+    if not _refs(settings.get("BACKUP_QUEUE_NAME"), "azurerm_storage_queue"):
+        problems.append("BACKUP_QUEUE_NAME is not the created queue's name")
+    return problems
+
+
+def test_fanout_queue_roles_and_connection(config: Config) -> None:
+    assert queue_problems(config) == []
+
+
+def test_queue_checker_flags_broad_roles_and_key_connections() -> None:
+    bad = Config.from_text('''
+resource "azurerm_storage_container" "data" { storage_account_id = azurerm_storage_account.data.id }
+resource "azurerm_role_assignment" "r" {
+  scope                = azurerm_storage_container.data.resource_manager_id
+  role_definition_name = "Storage Blob Data Reader"
+}
+resource "azurerm_storage_queue" "q" { storage_account_id = azurerm_storage_account.data.id }
+resource "azurerm_role_assignment" "q" {
+  scope                = azurerm_storage_account.host.id
+  role_definition_name = "Storage Queue Data Contributor"
+}
+locals {
+  app_settings = {
+    CROSSCLOUD_QUEUE = azurerm_storage_account.host.primary_connection_string
+    BACKUP_QUEUE_NAME = "shards"
+  }
+}''')
+    problems = queue_problems(bad)
+    for expected in ("queue on the data account", "-poison", "more than message-level", "not scoped to the queues",
+                     "Message Processor is not granted", "Message Sender is not granted", "queueServiceUri",
+                     "not an identity-based connection", "clientId", "BACKUP_QUEUE_NAME"):
+        assert any(expected in p for p in problems), (expected, problems)
+
+
+def test_the_queue_triggers_use_the_connection_and_queue_infra_sets_up(config: Config) -> None:
+    """The trigger bindings (as the azure-functions library describes them to the host) name
+    the connection prefix and the queue setting that infra writes."""
+    import subprocess
+    import sys
+
+    settings = config.locals.get("app_settings") or {}
+    script = ("import json, function_app; print(json.dumps([json.loads(b) for f in function_app.app.get_functions() "
+              "for b in f.get_raw_bindings()]))")  # a process of its own: the app indexes once per process
+    out = subprocess.run([sys.executable, "-c", script], cwd=INFRA.parent, capture_output=True, check=True, text=True)
+    bindings = json.loads(out.stdout.strip().splitlines()[-1])
+    queue_triggers = {b["name"] + b["queueName"]: b for b in bindings if b["type"] == "queueTrigger"}
+    assert {b["queueName"] for b in queue_triggers.values()} == {"%BACKUP_QUEUE_NAME%", "%BACKUP_QUEUE_NAME%-poison"}
+    for binding in queue_triggers.values():
+        assert f"{binding['connection']}__queueServiceUri" in settings
+    assert "BACKUP_QUEUE_NAME" in settings

@@ -238,3 +238,24 @@ def test_presigned_urls_are_verified(devstack_env, read_role_s3, aws_admin, pref
                                                                         "Key": key}, ExpiresIn=1)
     time.sleep(2)
     assert requests.get(expired, timeout=5).status_code == 403
+
+
+# --- Azurite's queue service: HTTPS and OAuth like the blob service -----------------------
+
+def _peek_queue(env: dict[str, str], name: str, token: str | None) -> requests.Response:
+    headers = {"x-ms-version": "2021-12-02", **({"Authorization": f"Bearer {token}"} if token else {})}
+    return requests.get(f"{env['CROSSCLOUD_QUEUE__queueServiceUri']}/{name}/messages?peekonly=true",
+                        headers=headers, verify=env["REQUESTS_CA_BUNDLE"], timeout=10)
+
+
+def test_azurite_queues_are_provisioned_and_take_storage_tokens(devstack_env, issuer_key):
+    token = mint_token(issuer_key, config.APP_IDENTITY, config.STORAGE_RESOURCE, ttl=600)
+    assert devstack_env["CROSSCLOUD_QUEUE__queueServiceUri"].startswith("https://")
+    for name in (config.SHARD_QUEUE, f"{config.SHARD_QUEUE}-poison"):
+        assert _peek_queue(devstack_env, name, token).status_code == 200, name
+
+
+def test_azurite_queues_refuse_anonymous_and_foreign_audience_requests(devstack_env, issuer_key):
+    foreign = mint_token(issuer_key, config.APP_IDENTITY, config.AUDIENCE, ttl=600)
+    assert _peek_queue(devstack_env, config.SHARD_QUEUE, foreign).status_code in (401, 403)
+    assert _peek_queue(devstack_env, config.SHARD_QUEUE, None).status_code in (401, 403)

@@ -45,7 +45,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_up_then_down_leaves_no_process_and_no_port(tmp_path):
-    ports = [p + OFFSET for p in (10000, 4566, 8181)]
+    ports = [p + OFFSET for p in (10000, 10001, 4566, 8181)]  # blob, queue, AWS, identity
     up = _run(["up"], tmp_path)
     assert up.returncode == 0, up.stderr
     assert "devstack up in" in up.stdout

@@ -37,6 +37,9 @@ EXPECTED = {
     "backup_timer": {"type": "timerTrigger", "schedule": "%BACKUP_SCHEDULE%", "runOnStartup": False,
                      "useMonitor": True},
     "backup_now": {"type": "httpTrigger", "route": "backup", "methods": ["POST"], "authLevel": "ADMIN"},
+    "backup_shard": {"type": "queueTrigger", "queueName": "%BACKUP_QUEUE_NAME%", "connection": "CROSSCLOUD_QUEUE"},
+    "backup_shard_poison": {"type": "queueTrigger", "queueName": "%BACKUP_QUEUE_NAME%-poison",
+                            "connection": "CROSSCLOUD_QUEUE"},
     "restore_now": {"type": "httpTrigger", "route": "restore", "methods": ["POST"], "authLevel": "ADMIN"},
 }
 

@@ -1,0 +1,127 @@
+"""Unit tests of the fan-out's own parts: key ranges, shard cutting, shard messages, the
+combined report, and devstack's reading of the host's queue settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from crosscloud.backup.config import BackupConfig
+from crosscloud.backup.fanout import FanoutConfig, cut
+from crosscloud.backup.range import KeyRange
+from crosscloud.backup.runstate import combine
+from crosscloud.backup.shards import ShardTask
+from crosscloud.errors import SettingError
+from crosscloud.settings import Settings
+from crosscloud.stores.base import ObjectInfo, Page, utf8_order, utf16_order
+from devstack.queue_host import QueueOptions, resolve, timespan
+from tests.unit.fakes import MemoryStore
+
+EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+
+def test_a_range_is_start_exclusive_end_inclusive_in_the_given_order():
+    r = KeyRange("b", "d")
+    assert [k for k in "abcde" if r.contains(k, utf8_order)] == ["c", "d"]
+    assert KeyRange().contains("anything", utf8_order)
+    # In UTF-16 `a😀` sorts before `a～`; in UTF-8 after it.
+    r16 = KeyRange("a0", "a😀")
+    assert r16.contains("a😀", utf16_order)
+    assert not r16.contains("a～", utf16_order)
+    assert r16.contains("a～", utf8_order)
+
+
+def test_range_pages_drop_keys_up_to_the_start_and_stop_after_the_end():
+    def info(key: str) -> ObjectInfo:
+        return ObjectInfo(key, 1, EPOCH, "e")
+
+    pages = iter([Page([info("a"), info("b")], "t1"), Page([info("c"), info("d")], "t2"), Page([info("e")], None)])
+    out = list(KeyRange("a", "c").pages(pages, utf8_order))
+    assert [[i.key for i in p.items] for p in out] == [["b"], ["c"]]
+    assert out[-1].next_token is None
+
+
+def test_ranges_overlap():
+    assert KeyRange("b", "d").overlaps(KeyRange("c", None), utf8_order)
+    assert not KeyRange("b", "d").overlaps(KeyRange("d", "f"), utf8_order)
+    assert not KeyRange("d", "f").overlaps(KeyRange(None, "d"), utf8_order)
+    assert KeyRange(None, None).overlaps(KeyRange("x", "y"), utf8_order)
+
+
+def test_cut_bounds_objects_and_bytes_and_leaves_the_last_range_open():
+    store = MemoryStore("s3", {f"k{i:02d}": b"x" * (100 if i == 4 else 1) for i in range(10)})
+    fan = FanoutConfig(shard_objects=3, shard_bytes=50)
+    shards = list(cut(store, BackupConfig(), fan, deadline=float("inf")))
+    assert [(r.start_after, r.end, n) for r, n, _ in shards] == [
+        (None, "k02", 3), ("k02", "k04", 2), ("k04", "k07", 3), ("k07", None, 2)]
+
+
+def test_cut_of_an_empty_source_is_one_open_shard():
+    shards = list(cut(MemoryStore("s3", {}), BackupConfig(), FanoutConfig(), deadline=float("inf")))
+    assert [(r, n) for r, n, _ in shards] == [(KeyRange(None, None), 0)]
+
+
+def test_a_shard_message_round_trips_and_malformed_ones_are_refused():
+    task = ShardTask("run-1", 3, KeyRange("a😀", None), 10, 1000, ((KeyRange(None, "b"), "seg/0"),))
+    assert ShardTask.from_message(task.to_message().encode()) == task
+    for bad in (b"not json", b'{"v": 2}', b'{"v": 1, "run": "r", "n": "x", "range": {}}',
+                b'{"v": 1, "run": "r", "n": 1, "range": {"start_after": 5}}'):
+        with pytest.raises(ValueError, match="malformed backup shard message"):
+            ShardTask.from_message(bad)
+
+
+def test_fanout_settings_are_validated():
+    assert FanoutConfig.from_settings(Settings({})).queue_name == "crosscloud-backup-shards"
+    with pytest.raises(SettingError, match="BACKUP_QUEUE_NAME"):
+        FanoutConfig.from_settings(Settings({"BACKUP_QUEUE_NAME": "Bad_Name"}))
+    with pytest.raises(SettingError, match="BACKUP_SHARD_OBJECTS"):
+        FanoutConfig.from_settings(Settings({"BACKUP_SHARD_OBJECTS": "0"}))
+
+
+def test_the_combined_report_counts_a_failed_shard_and_never_drops_it():
+    plan = {"run_id": "r", "source": "s", "destination": "d", "started": "2024-01-01T00:00:00.000Z"}
+    done = {"n": 0, "status": "done", "range": {"start_after": None, "end": "m"},
+            "report": {"copied": 3, "skipped": 1, "bytes_copied": 30, "failed": [], "failed_count": 0}}
+    failed = {"n": 1, "status": "failed", "range": {"start_after": "m", "end": None}, "objects": 7, "bytes": 70,
+              "reason": "moved to the poison queue"}
+    report = combine(plan, [failed, done])
+    assert (report.copied, report.skipped, report.failed_count) == (3, 1, 1)
+    assert (report.pending, report.pending_bytes) == (7, 70)
+    assert not report.complete
+    assert report.failed[0].key == "shard 1 (keys after 'm' through None)"
+    assert "poison" in report.stop_reason
+    assert combine(plan, [done]).complete
+
+
+def test_queue_options_follow_host_json_defaults_and_app_setting_overrides():
+    """The host's documented defaults (batchSize 16, newBatchThreshold batchSize/2,
+    maxDequeueCount 5, visibilityTimeout 0, maxPollingInterval 1 min), host.json over them,
+    and `AzureFunctionsJobHost__extensions__queues__*` app settings over host.json."""
+    assert QueueOptions.from_host({}, {}) == QueueOptions()
+    host = {"extensions": {"queues": {"batchSize": 4, "visibilityTimeout": "00:00:30"}}}
+    options = QueueOptions.from_host(host, {"AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "2"})
+    assert (options.batch_size, options.new_batch_threshold, options.visibility_timeout_s,
+            options.max_dequeue_count) == (4, 2, 30.0, 2)
+    assert timespan("1.02:03:04.5") == 86400 + 7384.5
+
+
+def test_binding_expressions_resolve_from_app_settings():
+    assert resolve("%Q%-poison", {"Q": "shards"}) == "shards-poison"
+    with pytest.raises(KeyError, match="Q"):
+        resolve("%Q%", {})
+
+
+def test_the_queue_connection_setting_is_named_when_missing_or_malformed():
+    from crosscloud.stores import factory
+
+    with pytest.raises(SettingError, match="CROSSCLOUD_QUEUE__queueServiceUri is not set"):
+        factory.shard_queue(Settings({}))
+    for bad in ("http://acct.queue.core.windows.net", "https://acct.queue.core.windows.net/?sv=x&sig=y"):
+        with pytest.raises(SettingError, match="CROSSCLOUD_QUEUE__queueServiceUri is malformed") as caught:
+            factory.shard_queue(Settings({"CROSSCLOUD_QUEUE__queueServiceUri": bad}))
+        assert "sig=" not in str(caught.value)
+    from crosscloud.backup.fanout import enabled
+
+    with pytest.raises(SettingError, match="BACKUP_FANOUT"):
+        enabled(Settings({"BACKUP_FANOUT": "yes"}))
