@@ -4,7 +4,7 @@ import importlib
 import sys
 
 MODULES = ("bench.listing_bench", "bench.backup_bench", "bench.backup_memory_bench", "bench.read_bench",
-           "bench.load_bench", "bench.restore_bench")
+           "bench.load_bench", "bench.restore_bench", "bench.small_objects_bench")
 
 for name in MODULES:
     try:

@@ -52,6 +52,7 @@ from crosscloud.stores.base import (
 
 CHUNK = 4 * 1024 * 1024  # download granularity: bounds memory per open stream
 BLOCK = 8 * 1024 * 1024  # upload: one Put Blob up to this size, blocks of this size above it
+RETRY = {"initial_backoff": 1, "increment_base": 2, "retry_total": 3}  # storage's default starts at 15 s
 
 PERMISSION_HINTS = {
     "AuthorizationPermissionMismatch": "the identity lacks a data role on the container: assign "
@@ -163,7 +164,7 @@ class AzureBlobStore(ObjectStore):
     reads_ahead_on_open = True  # download_blob GETs the first max_single_get_size bytes at once
 
     def __init__(self, container: ContainerUrl, credential: TokenCredential, *, who: str,
-                 timeout: float = 30, chunk_size: int = CHUNK, block_size: int = BLOCK):
+                 timeout: float = 30, chunk_size: int = CHUNK, block_size: int = BLOCK, session: Any = None):
         """`chunk_size`: bytes per ranged GET while streaming (bulk copies amortise the
         per-request latency over larger ranges, at that much memory per open stream);
         `block_size`: single-Put-Blob threshold and block size of uploads."""
@@ -173,8 +174,8 @@ class AzureBlobStore(ObjectStore):
             container.account_url, credential=credential, connection_timeout=min(timeout, 10),
             read_timeout=timeout, max_single_get_size=chunk_size, max_chunk_get_size=chunk_size,
             max_single_put_size=block_size, max_block_size=block_size,
-            # Storage's default backoff starts at 15 s; an HTTP caller should hear back sooner.
-            retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3),
+            retry_policy=ExponentialRetry(**RETRY),
+            **({"session": session, "session_owner": False} if session is not None else {}),
         )
         self._container: ContainerClient = self._service.get_container_client(container.container)
         self._lister = self._container._build_generated_client()  # noqa: SLF001 - see list_pages

@@ -76,10 +76,11 @@ class S3Store(ObjectStore):
     max_page_size = 1000
     supports_conditional_put = True
 
-    def __init__(self, session: boto3.Session, bucket: str, *, role_arn: str, timeout: float = 30):
+    def __init__(self, session: boto3.Session, bucket: str, *, role_arn: str, timeout: float = 30,
+                 pool: int = 32):
         self.bucket = bucket
         self.role_arn = role_arn
-        self.client = session.client("s3", config=client_config(timeout=timeout))
+        self.client = session.client("s3", config=client_config(timeout=timeout, pool=pool))
         # key -> expected per-part SHA-256s of an upload in flight (see `_check_parts`)
         self._part_checks: dict[str, Callable[[], list[str]]] = {}
         self.client.meta.events.register("before-parameter-build.s3.CompleteMultipartUpload",
@@ -174,6 +175,8 @@ class S3Store(ObjectStore):
     def _put_single(self, key: str, stream: BinaryIO, size: int, extra: dict[str, Any],
                     options: PutOptions) -> PutResult:
         """One PutObject (what s3transfer does below the threshold), without the HEAD after it."""
+        if options.lean and self.fast_putter is not None:
+            return self.fast_putter.put(key, stream, size, options)  # fast_s3.py: the same request, lean
         body = stream.read()  # to the end, so a verifying stream sees its EOF
         if len(body) != size:
             raise IntegrityError(f"read {len(body)} bytes for {key!r}, expected {size}")
