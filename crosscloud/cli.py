@@ -14,11 +14,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from crosscloud import listing, objects
 from crosscloud.errors import CrossCloudError
 from crosscloud.logs import guard_sdk_loggers
 from crosscloud.settings import Settings
-from crosscloud.stores import factory
+
+# The SDKs (and the stores built on them) are imported by the commands that use them, so
+# `--help` and a backup run do not pay for what they never touch.
 
 
 def _human(size: int) -> str:
@@ -48,6 +49,9 @@ def print_json(document: object) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from crosscloud import listing
+    from crosscloud.stores import factory
+
     sources = listing.parse_source(args.source)
     prefix = listing.parse_prefix(args.prefix)
     settings = Settings()
@@ -73,6 +77,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    from crosscloud import objects
+    from crosscloud.stores import factory
+
     if args.source not in factory.SOURCES:
         raise CrossCloudError(f"SOURCE must be azure or s3, got {args.source!r}", code="invalid_source", status=400)
     store = factory.store_for(args.source, Settings())

@@ -31,6 +31,7 @@ class BackupConfig:
     lease_ttl_s: float = 300
     attempts: int = 3
     retry_base_s: float = 1.0
+    fast_path_bytes: int = 8 * MIB  # objects up to this size take the stores' lean paths (0: never)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BackupConfig:
@@ -46,7 +47,13 @@ class BackupConfig:
             memory_budget=settings.int_setting("BACKUP_MEMORY_MB", 256, minimum=16, maximum=65536) * MIB,
             time_budget_s=settings.int_setting("BACKUP_TIME_BUDGET_SECONDS", 1500, maximum=86400),
             lease_ttl_s=settings.int_setting("BACKUP_LEASE_SECONDS", 300, minimum=2, maximum=3600),
+            fast_path_bytes=settings.int_setting("BACKUP_FAST_PATH_MB", 8, minimum=0, maximum=64) * MIB,
         )
+
+    def fast_path_limit(self, part_size: int) -> int:
+        """Largest object the lean paths take: single-request objects only, up to the setting
+        (-1 when it is 0: not even empty objects)."""
+        return min(self.fast_path_bytes, part_size - 1) if self.fast_path_bytes > 0 else -1
 
     def part_size_for(self, size: int) -> int:
         """The configured part size, raised (in whole MiB) where 10,000 parts would not do."""

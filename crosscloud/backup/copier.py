@@ -27,7 +27,7 @@ from crosscloud.errors import (
     PreconditionFailed,
     SettingError,
 )
-from crosscloud.stores.base import ObjectInfo, ObjectStore, PutOptions
+from crosscloud.stores.base import ObjectInfo, ObjectReader, ObjectStore, PutOptions
 
 log = logging.getLogger("crosscloud.backup")
 MAX_BACKOFF_S = 20
@@ -142,7 +142,7 @@ class Copier:
         """Stream one object across; returns its size. Raises on any mismatch."""
         part = self.config.part_size_for(info.size)
         reserve = info.size if info.size < part else part * (self.config.part_concurrency + 2)
-        with self.memory.reserve(reserve), self.source.open(info.key) as reader:
+        with self.memory.reserve(reserve), self._open(info, part) as reader:
             src = reader.info  # the version actually read (the listing may be older)
             part = self.config.part_size_for(src.size)
             md5 = self.content_md5(src)
@@ -151,7 +151,8 @@ class Copier:
             options = PutOptions(content_type=src.content_type, metadata=self.metadata(src, verified),
                                  part_size=part, concurrency=self.config.part_concurrency,
                                  multipart_threshold=part, part_sha256=stream.part_sha256, content_md5=md5,
-                                 if_none_match=condition.if_none_match, if_match=condition.if_match)
+                                 if_none_match=condition.if_none_match, if_match=condition.if_match,
+                                 lean=src.size <= self.config.fast_path_limit(part))
             target = self.dest_key(src.key)
             try:
                 result = self.dest.put(target, stream, src.size, options)
@@ -169,6 +170,12 @@ class Copier:
             raise exc
         self.learn(src.key, result.etag, src.etag if verified else None)
         return src.size
+
+    def _open(self, info: ObjectInfo, part: int) -> ObjectReader:
+        """Small objects in one lean request where the source has one, else the SDK's stream."""
+        limit = self.config.fast_path_limit(part)
+        return (self.source.open_small(info.key, limit) if info.size <= limit else None) \
+            or self.source.open(info.key)
 
     def _moved(self, count: int) -> None:
         self.counters.add(bytes_moved=count)

@@ -48,6 +48,7 @@ from crosscloud.backup.report import (
     start_progress,
     utc_iso,
 )
+from crosscloud.backup.walk import started
 from crosscloud.errors import CrossCloudError
 from crosscloud.settings import Settings
 from crosscloud.stores.base import ObjectInfo, ObjectStore, Page
@@ -107,11 +108,13 @@ class CopyRun:
         self._deadline = self._started + self.config.time_budget_s
         ticker = start_progress(self.progress, self.counters, self._started, self._done, self.kind)
         try:
-            if not self.dry_run and self.lease_key is not None:
-                self._lease = Lease(self.dest, self.lease_key, self.run_id, self.config.lease_ttl_s).acquire()
-            # The destination is listed while the source's first page is on its way.
-            with ThreadPoolExecutor(1, f"{self.kind}-dest") as background:
-                self._schedule(background.submit(self._prepare_destination))
+            with ThreadPoolExecutor(2, f"{self.kind}-background") as background:
+                # The source's first page is listed while the lease is taken (a listing writes
+                # nothing), the destination while the source's first page is on its way.
+                pages = started(self._source_pages(), background)
+                if not self.dry_run and self.lease_key is not None:
+                    self._lease = Lease(self.dest, self.lease_key, self.run_id, self.config.lease_ttl_s).acquire()
+                self._schedule(background.submit(self._prepare_destination), pages)
             if self.counters.listed == 0 and self.report.stop_reason is None:
                 self.planner.on_empty()
             if not self.dry_run and not (self._lease is not None and self._lease.lost.is_set()):
@@ -130,7 +133,7 @@ class CopyRun:
             self.report.incomplete_uploads_aborted = self.dest.cleanup(self.config.prefix)
         self.planner.prepare()
 
-    def _schedule(self, destination_ready) -> None:  # noqa: ANN001 - a Future[None]
+    def _schedule(self, destination_ready, pages: Iterator[Page]) -> None:  # noqa: ANN001 - a Future[None]
         # Slots bound the queued work, so a huge listing never turns into millions of futures.
         slots = threading.BoundedSemaphore(2 * (self.config.concurrency + self.config.checkers))
         with ThreadPoolExecutor(self.config.concurrency, f"{self.kind}-copy") as copies, \
@@ -138,7 +141,7 @@ class CopyRun:
             listed_any = False
             try:
                 # Modest pages: copying starts after the first one, not after 5,000 blobs.
-                for page in self._source_pages():
+                for page in pages:
                     if not listed_any:
                         destination_ready.result()  # raises what listing the destination raised
                     listed_any = True

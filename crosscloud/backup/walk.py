@@ -14,6 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -74,6 +75,21 @@ class InOrderLookup(Generic[T]):
 
 
 _END = object()
+
+
+def started(items: Iterator[T], pool: Executor) -> Iterator[T]:
+    """`items` with the first one already being fetched on `pool` (the run's first listing
+    page while the lease is taken); errors are raised where the item would have been."""
+    first = pool.submit(next, items, _END)
+
+    def rest() -> Iterator[T]:
+        item = first.result()
+        if item is _END:
+            return
+        yield item  # type: ignore[misc]
+        yield from items
+
+    return rest()
 
 
 def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:

@@ -54,6 +54,7 @@ from crosscloud.stores.base import (
 
 CHUNK = 4 * 1024 * 1024  # download granularity: bounds memory per open stream
 BLOCK = 8 * 1024 * 1024  # upload: one Put Blob up to this size, blocks of this size above it
+RETRY = {"initial_backoff": 1, "increment_base": 2, "retry_total": 3}  # storage's default starts at 15 s
 
 PERMISSION_HINTS = {
     "AuthorizationPermissionMismatch": "the identity lacks a data role on the container: assign "
@@ -167,7 +168,7 @@ class AzureBlobStore(ObjectStore):
     def __init__(self, container: ContainerUrl, credential: TokenCredential, *, who: str,
                  timeout: float = 30, chunk_size: int = CHUNK, block_size: int = BLOCK,
                  connect_timeout: float | None = None, retries: int = 3, quick_retry: bool = False,
-                 transport: HttpTransport | None = None):
+                 transport: HttpTransport | None = None, session: Any = None):
         """`chunk_size`: bytes per ranged GET while streaming (bulk copies amortise the
         per-request latency over larger ranges, at that much memory per open stream);
         `block_size`: single-Put-Blob threshold and block size of uploads.
@@ -184,6 +185,7 @@ class AzureBlobStore(ObjectStore):
             read_timeout=timeout, max_single_get_size=chunk_size, max_chunk_get_size=chunk_size,
             max_single_put_size=block_size, max_block_size=block_size, retry_policy=retry,
             **({"transport": transport} if transport is not None else {}),
+            **({"session": session, "session_owner": False} if session is not None and transport is None else {}),
         )
         self._container: ContainerClient = self._service.get_container_client(container.container)
         self._lister = self._container._build_generated_client()  # noqa: SLF001 - see list_pages

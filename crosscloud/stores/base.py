@@ -10,7 +10,7 @@ import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from crosscloud.errors import BadRequest, IntegrityError
 
@@ -70,6 +70,8 @@ class PutOptions:
     # the stream is exhausted. Stores that can have the service verify them do, and refuse
     # to make the object visible on a mismatch (`IntegrityError`).
     part_sha256: Callable[[], list[str]] | None = None
+    # A single-request put may take the store's lean path (`fast_putter`), if it has one.
+    lean: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,14 @@ class ObjectStore(ABC):
 
     supports_conditional_put = False  # honours PutOptions.if_none_match / if_match
     reads_ahead_on_open = False  # `open` already downloads the first range of the body
+    # Set by the factory where the store has them: lean single-request paths for small
+    # objects (`fast_azure.py`, `fast_s3.py`) that keep the SDK path's retries, errors and checks.
+    fast_reader: Any = None
+    fast_putter: Any = None
+
+    def open_small(self, key: str, limit: int) -> ObjectReader | None:
+        """`key` read whole in one lean request if it is at most `limit` bytes; None: use `open`."""
+        return self.fast_reader.open(key, limit) if self.fast_reader is not None else None
 
     def cleanup(self, prefix: str) -> int:
         """Discard leftovers of interrupted writes under `prefix`; returns how many.

@@ -17,6 +17,7 @@ from crosscloud.auth import identity
 from crosscloud.auth.federation import FederationTarget, client_config, shared_session
 from crosscloud.errors import SettingError
 from crosscloud.settings import Settings
+from crosscloud.stores import fast_azure, fast_s3, transport
 from crosscloud.stores.azure import BLOCK, CHUNK, AzureBlobStore
 from crosscloud.stores.base import ObjectStore
 from crosscloud.stores.s3 import S3Store
@@ -70,10 +71,13 @@ def azure_store(settings: Settings | None = None, *, chunk_size: int = CHUNK, bl
     with _lock:
         store = _cache.get(key)
         if store is None:
-            store = AzureBlobStore(container, identity.managed_identity(client_id), who=identity.describe(client_id),
-                                   timeout=budget.read_s, connect_timeout=budget.connect_s,
-                                   retries=budget.attempts - 1, quick_retry=budget.interactive, chunk_size=chunk_size,
-                                   block_size=block_size)
+            credential, who, pool = identity.managed_identity(client_id), identity.describe(client_id), \
+                transport.pool_size(settings)
+            store = AzureBlobStore(container, credential, who=who, timeout=budget.read_s,
+                                   connect_timeout=budget.connect_s, retries=budget.attempts - 1,
+                                   quick_retry=budget.interactive, chunk_size=chunk_size, block_size=block_size,
+                                   session=transport.requests_session(pool))
+            fast_azure.attach(store, container, credential, who=who, timeout=budget.read_s, pool=pool)
             _cache[key] = store
     assert isinstance(store, AzureBlobStore)
     return store
@@ -102,7 +106,10 @@ def s3_store(settings: Settings | None = None, *, backup: bool = False, restore:
         store = _cache.get(key)
         if store is None:
             session = shared_session(identity.managed_identity(client_id), target, sts.botocore())
-            store = S3Store(session, bucket, role_arn=role, role_source=role_source, config=budget.botocore())
+            pool = transport.pool_size(settings)
+            store = S3Store(session, bucket, role_arn=role, role_source=role_source,
+                            config=budget.botocore(pool=pool))
+            fast_s3.attach(store, session.get_credentials(), timeout=budget.read_s, pool=pool)
             _cache[key] = store
     assert isinstance(store, S3Store)
     return store
@@ -144,5 +151,6 @@ def reset_for_tests() -> None:
 
     with _lock:
         _cache.clear()
+    transport.reset_for_tests()
     federation.reset_for_tests()
     identity.reset_for_tests()

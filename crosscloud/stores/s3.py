@@ -180,6 +180,8 @@ class S3Store(ObjectStore):
     def _put_single(self, key: str, stream: BinaryIO, size: int, extra: dict[str, Any],
                     options: PutOptions) -> PutResult:
         """One PutObject (what s3transfer does below the threshold), without the HEAD after it."""
+        if options.lean and self.fast_putter is not None:
+            return self.fast_putter.put(key, stream, size, options)  # fast_s3.py: the same request, lean
         body = stream.read()  # to the end, so a verifying stream sees its EOF
         if len(body) != size:
             raise IntegrityError(f"read {len(body)} bytes for {key!r}, expected {size}")

@@ -74,9 +74,11 @@ class Scope:
         return self.s3.list_multipart_uploads(Bucket=self.bucket, Prefix=self.dest).get("Uploads", [])
 
 
-@pytest.fixture
-def scope(env, monkeypatch, prefix, azure_admin, aws_admin) -> Scope:
+@pytest.fixture(params=["fast", "sdk"])
+def scope(request, env, monkeypatch, prefix, azure_admin, aws_admin) -> Scope:
+    """Every backup test runs with the small-object fast path on (the default) and off."""
     dest = f"{env['BACKUP_S3_PREFIX']}{prefix}"
+    monkeypatch.setenv("BACKUP_FAST_PATH_MB", "8" if request.param == "fast" else "0")
     monkeypatch.setenv("BACKUP_SOURCE_PREFIX", prefix)
     monkeypatch.setenv("BACKUP_S3_PREFIX", dest)
     monkeypatch.setenv("BACKUP_PART_SIZE_MB", "5")  # S3's minimum: multipart at 5 MiB keeps tests fast
