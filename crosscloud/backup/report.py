@@ -44,6 +44,14 @@ class BackupReport:
     incomplete_uploads_aborted: int = 0
     failed: list[Failure] = field(default_factory=list)
 
+    def close(self, duration_s: float) -> None:
+        """The run is over: timing, throughput, and whether it is complete (it went to the end
+        of the listing with nothing failed and nothing pending)."""
+        self.finished = utc_iso(dt.datetime.now(dt.UTC))
+        self.duration_s = round(duration_s, 3)
+        self.throughput_mib_s = round(self.bytes_copied / 2**20 / self.duration_s, 2) if self.duration_s > 0 else 0.0
+        self.complete = self.stop_reason is None and self.pending == 0 and self.failed_count == 0
+
     @property
     def ok(self) -> bool:
         return self.complete and self.failed_count == 0

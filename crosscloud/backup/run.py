@@ -268,11 +268,7 @@ class CopyRun:
 
     def _finish(self) -> BackupReport:
         report = self.report
-        report.finished = utc_iso(dt.datetime.now(dt.UTC))
-        report.duration_s = round(time.monotonic() - self._started, 3)
-        report.throughput_mib_s = round(report.bytes_copied / MIB / report.duration_s, 2) \
-            if report.duration_s > 0 else 0.0
-        report.complete = report.stop_reason is None and report.pending == 0 and report.failed_count == 0
+        report.close(time.monotonic() - self._started)
         line = json.dumps({"event": f"{self.kind}_report", **report.as_json()}, ensure_ascii=False)
         logging.getLogger(self.report_logger).log(logging.INFO if report.ok else logging.WARNING, "%s", line)
         return report

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import threading
 import xml.etree.ElementTree as ET  # noqa: N817, S405 - parses the service's own response
@@ -14,13 +13,9 @@ from urllib.parse import unquote
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
-    ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
 )
 from azure.core.pipeline.transport import HttpTransport
 from azure.storage.blob import (
@@ -38,8 +33,9 @@ from azure.storage.blob import (
 from azure.storage.blob._list_blobs_helper import IgnoreListBlobsDeserializer
 from azure.storage.blob._shared.response_handlers import process_storage_error, return_raw_deserialized
 
-from crosscloud.errors import BadRequest, CrossCloudError, IdentityError, NotFound, PreconditionFailed, UpstreamError
+from crosscloud.errors import BadRequest, PreconditionFailed
 from crosscloud.settings import ContainerUrl
+from crosscloud.stores.azure_errors import azure_errors
 from crosscloud.stores.base import (
     ObjectInfo,
     ObjectReader,
@@ -55,17 +51,6 @@ from crosscloud.stores.base import (
 CHUNK = 4 * 1024 * 1024  # download granularity: bounds memory per open stream
 BLOCK = 8 * 1024 * 1024  # upload: one Put Blob up to this size, blocks of this size above it
 RETRY = {"initial_backoff": 1, "increment_base": 2, "retry_total": 3}  # storage's default starts at 15 s
-
-PERMISSION_HINTS = {
-    "AuthorizationPermissionMismatch": "the identity lacks a data role on the container: assign "
-    "'Storage Blob Data Reader' (read; 'Storage Blob Data Contributor' to restore) on the container to {who}",
-    "AuthorizationFailure": "the storage account refused the request (network rules or firewall) "
-    "for {who}",
-    "InvalidAuthenticationInfo": "the storage account did not accept {who}'s token (wrong tenant or "
-    "audience)",
-    "ContainerNotFound": "the container in AZURE_STORAGE_CONTAINER_URL does not exist",
-}
-
 
 def check_blob_name(key: str) -> str:
     """Refuse a key that Azure would resolve to another blob (or another container).
@@ -88,42 +73,6 @@ def check_blob_name(key: str) -> str:
                              f"{segment[:40]!r} ends with a dot, and {why}, so it would name another "
                              "blob (Azure blob naming rules)", code="invalid_key")
     return key
-
-
-@contextlib.contextmanager
-def azure_errors(action: str, who: str, key: str | None = None) -> Iterator[None]:
-    """Translate azure-core errors into crosscloud errors that name the cause."""
-    try:
-        yield
-    except CrossCloudError:
-        raise
-    except ResourceNotFoundError as exc:
-        if getattr(exc, "error_code", None) == "ContainerNotFound":
-            raise UpstreamError(f"Azure {action} failed: {PERMISSION_HINTS['ContainerNotFound']}",
-                                code="azure_container_not_found") from None
-        raise NotFound(f"no Azure blob named {key!r}" if key else f"Azure {action}: not found") from None
-    except ClientAuthenticationError as exc:
-        hint = PERMISSION_HINTS.get(str(getattr(exc, "error_code", "") or ""))
-        if isinstance(exc, HttpResponseError) and exc.status_code in (401, 403):
-            message = hint.format(who=who) if hint else f"access denied ({getattr(exc, 'error_code', None)})"
-            raise UpstreamError(f"Azure {action} refused: {message}", code="azure_forbidden") from None
-        raise IdentityError(f"Azure {action}: {who} could not authenticate: "
-                            f"{str(exc).splitlines()[0][:300]}") from None
-    except HttpResponseError as exc:
-        if exc.status_code in (401, 403):
-            hint = PERMISSION_HINTS.get(str(getattr(exc, "error_code", "") or ""), "access denied ({code})")
-            code = getattr(exc, "error_code", None)
-            raise UpstreamError(f"Azure {action} refused: {hint.format(who=who, code=code)}",
-                                code="azure_forbidden") from None
-        retry = exc.status_code in (408, 429, 500, 502, 503, 504)
-        raise UpstreamError(f"Azure {action} failed with HTTP {exc.status_code} "
-                            f"({getattr(exc, 'error_code', None)})",
-                            code="azure_error", status=503 if retry else 502,
-                            retry_after=5 if retry else None) from None
-    except (ServiceRequestError, ServiceResponseError) as exc:
-        raise UpstreamError(f"Azure Blob Storage did not answer {action} in time "
-                            f"({type(exc).__name__})", code="azure_unavailable", status=503,
-                            retry_after=5) from None
 
 
 def _info(props: BlobProperties) -> ObjectInfo:

@@ -38,7 +38,7 @@ from azure.storage.blob._shared.models import LocationMode
 from azure.storage.blob._shared.policies import is_retry
 
 from crosscloud.settings import ContainerUrl
-from crosscloud.stores.azure import azure_errors
+from crosscloud.stores.azure_errors import azure_errors
 from crosscloud.stores.base import ObjectInfo, ObjectReader
 
 MAX_RETRY_AFTER_S = 20  # a service's Retry-After is honoured up to this long
