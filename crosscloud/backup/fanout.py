@@ -173,5 +173,5 @@ def plan_configured(settings: Settings | None = None, *, max_seconds: float | No
     settings = settings or Settings()
     source, dest, config = configured(settings)
     fan = FanoutConfig.from_settings(settings)
-    source = factory.azure_store(settings)  # listing only: no large read chunks
+    source = factory.azure_store(settings, bulk=True)  # listing only, but one long pass: the bulk budget
     return plan_run(source, dest, factory.shard_queue(settings, fan.queue_name), config, fan, max_seconds=max_seconds)

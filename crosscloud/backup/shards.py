@@ -187,4 +187,5 @@ def configured(settings: Settings | None = None) -> tuple[ObjectStore, ObjectSto
 
     settings = settings or Settings()
     config = BackupConfig.from_settings(settings)
-    return factory.azure_store(settings, chunk_size=config.part_size), factory.s3_store(settings, backup=True), config
+    source = factory.azure_store(settings, chunk_size=config.part_size, bulk=True)
+    return source, factory.s3_store(settings, backup=True), config

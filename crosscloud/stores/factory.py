@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from typing import Any
+from urllib.request import getproxies
 
 from botocore.config import Config
 
@@ -77,7 +78,8 @@ def azure_store(settings: Settings | None = None, *, chunk_size: int = CHUNK, bl
                                    connect_timeout=budget.connect_s, retries=budget.attempts - 1,
                                    quick_retry=budget.interactive, chunk_size=chunk_size, block_size=block_size,
                                    session=transport.requests_session(pool))
-            fast_azure.attach(store, container, credential, who=who, timeout=budget.read_s, pool=pool)
+            if not getproxies():  # the lean path has no proxy support: the SDK's honours HTTPS_PROXY
+                fast_azure.attach(store, container, credential, who=who, timeout=budget.read_s, pool=pool)
             _cache[key] = store
     assert isinstance(store, AzureBlobStore)
     return store
@@ -109,7 +111,8 @@ def s3_store(settings: Settings | None = None, *, backup: bool = False, restore:
             pool = transport.pool_size(settings)
             store = S3Store(session, bucket, role_arn=role, role_source=role_source,
                             config=budget.botocore(pool=pool))
-            fast_s3.attach(store, session.get_credentials(), timeout=budget.read_s, pool=pool)
+            if not getproxies():
+                fast_s3.attach(store, session.get_credentials(), timeout=budget.read_s, pool=pool)
             _cache[key] = store
     assert isinstance(store, S3Store)
     return store

@@ -38,6 +38,7 @@ from azure.storage.blob._shared.models import LocationMode
 from azure.storage.blob._shared.policies import is_retry
 
 from crosscloud.settings import ContainerUrl
+from crosscloud.stores.azure import check_blob_name
 from crosscloud.stores.azure_errors import azure_errors
 from crosscloud.stores.base import ObjectInfo, ObjectReader
 
@@ -89,6 +90,7 @@ class FastBlobReader:
 
     def open(self, key: str, limit: int) -> ObjectReader | None:
         """The blob in one GET if it is at most `limit` bytes; None if it is larger."""
+        check_blob_name(key)  # as the SDK path: a dot segment would reach another blob
         with azure_errors("read", self._who, key):
             headers, body = self._get(key, limit)
         if body is None:

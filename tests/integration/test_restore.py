@@ -144,7 +144,7 @@ def test_overwrite_replaces_only_the_blob_it_compared(scope):
 
     settings = Settings()
     config = BackupConfig.from_settings(settings)
-    dest = factory.azure_store(settings, block_size=config.part_size)
+    dest = factory.azure_store(settings, block_size=config.part_size, bulk=True)  # as restore builds it
     real_put = dest.put
 
     def racing_put(key: str, *args: Any, **kwargs: Any) -> Any:
@@ -170,7 +170,7 @@ def test_a_blob_created_meanwhile_is_not_clobbered(scope, monkeypatch):
     for name in ("c.txt", "big.bin"):
         scope.azure.delete_blob(scope.source + name)
     settings = Settings()
-    dest = factory.azure_store(settings, block_size=BackupConfig.from_settings(settings).part_size)
+    dest = factory.azure_store(settings, block_size=BackupConfig.from_settings(settings).part_size, bulk=True)
     real_put = dest.put
 
     def racing_put(key: str, *args: Any, **kwargs: Any) -> Any:
