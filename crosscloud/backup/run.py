@@ -1,23 +1,18 @@
 """One run of the copy engine: schedules, budgets, leases and reports; a planner and the copier
 do the rest. Backup and restore are this one loop with different planners.
 
-Written once over `ObjectStore` (like rclone's copy over its backends). A backup (Azure
-container -> S3 prefix, `BackupPlanner`, leased) runs:
-
-1. takes the run lease in the destination (`lease.py`) and aborts incomplete uploads a
-   killed run left under the prefix (only the lease holder may, so no live upload is hit);
-2. streams the source listing through the planner (`plan.py`): copy, skip, or HEAD first;
-3. hands copies to the copier (`copier.py`); one failing object never stops the others;
-4. stops scheduling when the time budget runs out, the lease is lost or reaches the expiry
-   it last secured, a fatal error is seen, or the clouds stop answering (several outages in
-   a row); in-flight copies finish or are cut at budget + grace and left pending. A run is
-   complete only when nothing failed and nothing is pending; the next run picks up the rest.
+A backup (Azure container -> S3 prefix, `BackupPlanner`, leased): takes the run lease
+(`lease.py`) and aborts uploads a killed run left; streams the source listing through the
+planner (copy, skip, or HEAD first); hands copies to the copier, where one failing object
+never stops the others; stops scheduling when the budget runs out, the lease is lost or
+reaches the expiry it last secured, a fatal error is seen, or the clouds stop answering;
+in-flight copies finish or are cut at budget + grace and left pending. A run is complete
+only when nothing failed and nothing is pending; the next run picks up the rest.
 
 A restore (`restore.py`) is the same loop from the S3 backup (a point-in-time view) to the
-container, with `RestorePlanner` and no lease. Nothing is ever deleted at the destination.
-Each object is written all or nothing with its metadata, so overlapping writers (a run
-presumed dead and its successor) can only leave a consistent copy of some source version,
-which the next run compares and fixes.
+container, with `RestorePlanner` and no lease. Nothing is ever deleted at the destination;
+each object is written all or nothing, so overlapping writers can only leave a consistent
+copy of some source version, which the next run compares and fixes.
 """
 
 from __future__ import annotations
@@ -155,7 +150,7 @@ class CopyRun:
                         if decision.action in (Action.COPY, Action.CHECK):
                             slots.acquire()
                             pool = checks if decision.action is Action.CHECK else copies
-                            pool.submit(self._handle, info, decision, slots)
+                            pool.submit(self._handle, info, decision, slots, copies)
                             continue
                         self._decided(info, decision)
                         self.counters.add(done=1)
@@ -185,8 +180,11 @@ class CopyRun:
         else:
             self._count(skipped=1)
 
-    def _handle(self, info: ObjectInfo, decision: Decision, slots: threading.BoundedSemaphore) -> None:
-        """Check (HEAD) if asked, then copy; runs on a worker and never raises."""
+    def _handle(self, info: ObjectInfo, decision: Decision, slots: threading.BoundedSemaphore,
+                copies: ThreadPoolExecutor) -> None:
+        """Check (HEAD) if asked, then copy on the copy pool (so at most BACKUP_CONCURRENCY copies
+        run); runs on a worker and never raises."""
+        handed_over = False
         try:
             if self._stopping():
                 return self._record(info, Outcome(Result.PENDING, info.size))
@@ -198,6 +196,9 @@ class CopyRun:
                     return self._record(info, Outcome(Result.FAILED, info.size, why, fatal(exc), outage(exc)))
                 if decision.action is not Action.COPY:
                     return self._decided(info, decision)
+                copies.submit(self._handle, info, decision, slots, copies)  # the slot goes with it
+                handed_over = True
+                return None
             self.counters.add(bytes_planned=info.size)
             if self.dry_run:
                 return self._count(copied=1, bytes_copied=info.size)
@@ -205,8 +206,9 @@ class CopyRun:
                 return self._record(info, Outcome(Result.PENDING, info.size))
             return self._record(info, self.copier.copy(info, decision))
         finally:
-            self.counters.add(done=1)
-            slots.release()
+            if not handed_over:
+                self.counters.add(done=1)
+                slots.release()
 
     def _fits_budget(self, info: ObjectInfo) -> bool:
         """A copy that cannot finish before the deadline at a cautious rate is not started."""

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from crosscloud.errors import NotFound, UpstreamError
 from crosscloud.stores.base import ObjectInfo, ObjectReader, ObjectStore, Page, PutOptions, PutResult
 from crosscloud.stores.s3 import CHUNK, S3Store
+
+REMEMBERED = 20_000  # versions kept for keys listed recently (far more than a run has in flight)
 
 Entry = dict[str, Any]  # one element of Versions or DeleteMarkers, plus "_marker"
 
@@ -49,7 +52,9 @@ class VersionedView(ObjectStore):
         if as_of.tzinfo is None:
             raise ValueError("as_of must be timezone-aware")
         self.store, self.as_of = store, as_of.astimezone(dt.UTC)
-        self._versions: dict[str, str] = {}  # key -> VersionId chosen by the listing
+        # key -> VersionId chosen by the listing, for the most recent keys only: memory must not
+        # grow with the backup; an older key is looked up again (`version_of`).
+        self._versions: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -102,6 +107,8 @@ class VersionedView(ObjectStore):
                                         etag=chosen.get("ETag", "").strip('"')))
                 with self._lock:
                     self._versions[chosen["Key"]] = chosen["VersionId"]
+                    if len(self._versions) > REMEMBERED:
+                        self._versions.popitem(last=False)
             start = end
         return items
 
@@ -114,7 +121,7 @@ class VersionedView(ObjectStore):
                 for info in page.items:
                     if info.key == key:
                         with self._lock:
-                            return self._versions[key]
+                            return self._versions[key]  # just listed: the most recent entry
             raise NotFound(f"no S3 object named {key!r} in bucket {self.store.bucket} as of {self.as_of}")
         return version
 

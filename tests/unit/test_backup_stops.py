@@ -121,3 +121,26 @@ def test_a_copy_in_flight_is_cut_at_budget_plus_grace_so_an_http_run_answers_in_
     assert (report.copied, report.pending, report.pending_bytes) == (0, 1, 3000)
     assert "bk/slow" not in dst.blobs  # nothing partial is visible
     assert not report.complete
+
+
+def test_copies_after_a_check_run_on_the_copy_pool_so_concurrency_is_bounded():
+    """BACKUP_CONCURRENCY bounds copies, also those a HEAD decided (they used to run on the checkers)."""
+    src, dst = _source(12), FakeStore("s3")
+    for key, blob in src.blobs.items():
+        dst.seed("bk/" + key, bytes(len(blob.data)))  # same size, no index, no source ETag: HEAD, then copy
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    def hook(key: str) -> None:
+        if key.startswith("bk/.crosscloud/"):
+            return
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+
+    dst.put_hook = hook
+    report = Backup(src, dst, replace(CONFIG, concurrency=2, checkers=6)).run()
+    assert (report.copied, report.failed_count, report.complete) == (12, 0, True)
+    assert state["most"] <= 2
