@@ -17,6 +17,7 @@ import base64
 import hashlib
 import time
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any, BinaryIO
 
 import urllib3
@@ -29,8 +30,9 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from botocore.hooks import HierarchicalEmitter
 from botocore.parsers import create_parser
-from botocore.retries import quota, standard
+from botocore.retries import standard
 from botocore.utils import percent_encode
 
 from crosscloud.errors import IntegrityError
@@ -41,18 +43,12 @@ SHA256_HEADER = "x-amz-checksum-sha256"
 
 
 def retry_handler(client: Any) -> standard.RetryHandler:
-    """botocore's standard-mode handler, built as `standard.register_retry_handler` builds it
-    for the client, with the client's own attempt limit (`total_max_attempts`)."""
-    service = client.meta.service_model.service_id.hyphenize()
-    adapter = standard.RetryEventAdapter()
-    throttling = standard.ThrottlingErrorDetector(adapter)
-    return standard.RetryHandler(
-        retry_policy=standard.RetryPolicy(
-            retry_checker=standard.StandardRetryConditions(
-                max_attempts=client.meta.config.retries["total_max_attempts"]),
-            retry_backoff=standard.ExponentialBackoff(service_name=service, throttling_detector=throttling)),
-        retry_event_adapter=adapter, retry_quota=standard.RetryQuotaChecker(quota.RetryQuota(), throttling),
-        service_name=service)
+    """botocore's standard-mode handler, built by botocore's own `register_retry_handler` (so it
+    is whatever that botocore version builds) with the client's attempt limit. It registers on
+    a stand-in's event emitter, not on the client, which has its own handler already."""
+    stand_in = SimpleNamespace(meta=SimpleNamespace(service_model=client.meta.service_model,
+                                                    events=HierarchicalEmitter()))
+    return standard.register_retry_handler(stand_in, max_attempts=client.meta.config.retries["total_max_attempts"])
 
 
 def bucket_endpoint(client: Any, bucket: str) -> tuple[str, str, str]:
