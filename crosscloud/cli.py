@@ -13,6 +13,7 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from crosscloud.errors import CrossCloudError
 from crosscloud.logs import guard_sdk_loggers
@@ -130,24 +131,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
     import logging
 
     from crosscloud import backup
-    from crosscloud.backup.report import ProgressBar, summary
 
     logging.getLogger(backup.REPORT_LOGGER).setLevel(logging.CRITICAL)  # printed below instead
     from crosscloud.backup import fanout
 
     if not args.dry_run and (args.fan_out or fanout.enabled()):  # dry runs always run in-process
         return _backup_fan_out(args)
-    bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
-    try:
-        report = backup.run_configured(dry_run=args.dry_run, progress=bar)
-    finally:
-        if bar is not None:
-            bar.close()
-    if args.json:
-        print_json(report.as_json())
-    else:
-        sys.stdout.write(summary(report))
-    return 0 if report.ok else 1
+    return _run_and_report(lambda bar: backup.run_configured(dry_run=args.dry_run, progress=bar), args, "backup")
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -155,21 +145,28 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     from crosscloud import backup
     from crosscloud.backup import restore
-    from crosscloud.backup.report import ProgressBar, summary
 
     request = restore.parse_request(prefix=args.prefix, as_of=args.as_of, to_prefix=args.to_prefix,
                                     overwrite=args.overwrite)
     logging.getLogger(backup.REPORT_LOGGER).setLevel(logging.CRITICAL)  # printed below instead
+    return _run_and_report(lambda bar: restore.run_configured(request, dry_run=args.dry_run, progress=bar), args,
+                           "restore")
+
+
+def _run_and_report(run: Callable[[Any], Any], args: argparse.Namespace, kind: str) -> int:
+    """Run a copy (a progress bar on an interactive stderr), print its report; exit 0 if it is ok."""
+    from crosscloud.backup.report import ProgressBar, summary
+
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     try:
-        report = restore.run_configured(request, dry_run=args.dry_run, progress=bar)
+        report = run(bar)
     finally:
         if bar is not None:
             bar.close()
     if args.json:
         print_json(report.as_json())
     else:
-        sys.stdout.write(summary(report, "restore"))
+        sys.stdout.write(summary(report, kind))
     return 0 if report.ok else 1
 
 
