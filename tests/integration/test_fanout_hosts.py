@@ -89,7 +89,10 @@ def test_two_hosts_share_the_queue_and_the_run_completes(fan, hosts, monkeypatch
     files = {f"d/{i:02d}.bin": os.urandom(2000 + i) for i in range(24)}
     fan.seed(files)
     monkeypatch.setenv("BACKUP_SHARD_OBJECTS", "3")
-    one_at_a_time = {f"{QUEUES}batchSize": "1", f"{QUEUES}newBatchThreshold": "0"}
+    # One message at a time, and both hosts polling often (an idle host backs off up to
+    # maxPollingInterval), so neither can drain the queue before the other looks.
+    one_at_a_time = {f"{QUEUES}batchSize": "1", f"{QUEUES}newBatchThreshold": "0",
+                     f"{QUEUES}maxPollingInterval": "00:00:00.200"}
     a, b = ports()
     hosts.start(a, **one_at_a_time)
     hosts.start(b, **one_at_a_time)
