@@ -136,15 +136,17 @@ def refreshable_credentials(
     fetcher_cls: type[AssumeRoleWithWebIdentityCredentialFetcher] = AssumeRoleWithWebIdentityCredentialFetcher,
     who: str = "the managed identity",
     sts_config: Config | None = None,
+    client_creator: Callable[..., Any] | None = None,
 ) -> DeferredRefreshableCredentials:
     """Refreshable AWS credentials for `target`, obtained with `credential`'s Entra token.
 
-    `sts_config` (timeouts, retries) becomes the session's default client config, which
-    botocore merges into the unsigned config the fetcher builds its STS client with.
+    The STS client comes from `client_creator` (by default a plain session of its own);
+    `sts_config` (timeouts, retries) is merged under the unsigned config the fetcher asks for.
     """
-    base = sts_session(target.region, sts_config)
+    if client_creator is None:
+        client_creator = sts_client_creator(sts_session(target.region), sts_config)
     fetcher = fetcher_cls(
-        client_creator=base.create_client,
+        client_creator=client_creator,
         web_identity_token_loader=AzureWebIdentityTokenLoader(credential, target.audience, who),
         role_arn=target.role_arn,
         extra_args={"RoleSessionName": role_session_name(session_name)},
@@ -163,6 +165,19 @@ def sts_session(region: str, sts_config: Config | None = None) -> botocore.sessi
     if sts_config is not None:
         base.set_default_client_config(sts_config)
     return base
+
+
+def sts_client_creator(session: botocore.session.Session, sts_config: Config | None) -> Callable[..., Any]:
+    """`session.create_client` with `sts_config` under the fetcher's own (unsigned) config, as a
+    session's default client config would be merged."""
+    if sts_config is None:
+        return session.create_client
+
+    def create_client(service_name: str, config: Config | None = None, **kwargs: Any) -> Any:
+        return session.create_client(service_name, config=sts_config.merge(config) if config else sts_config,
+                                     **kwargs)
+
+    return create_client
 
 
 def explaining(fetch: Callable[[], dict[str, Any]], target: FederationTarget) -> Callable[[], dict[str, Any]]:
@@ -188,10 +203,18 @@ def explaining(fetch: Callable[[], dict[str, Any]], target: FederationTarget) ->
     return fetch_credentials
 
 
-def botocore_session(credentials: DeferredRefreshableCredentials, region: str) -> botocore.session.Session:
-    """A botocore session whose *only* credential source is `credentials`."""
-    session = botocore.session.Session()
-    session.set_config_variable("region", region)
+def federated_session(credential: TokenCredential, target: FederationTarget, *, session_name: str | None = None,
+                      sts_config: Config | None = None) -> botocore.session.Session:
+    """A botocore session whose *only* credential source is the exchange for `target`.
+
+    The STS client is made by this same session, as botocore's own web-identity provider
+    does: one data loader, so the service list, endpoints and models are read once, not twice
+    (about 50 ms of CPU at start-up). Its call is unsigned, so it never needs the credentials
+    it is fetching.
+    """
+    session = sts_session(target.region)
+    credentials = refreshable_credentials(credential, target, session_name=session_name, sts_config=sts_config,
+                                          client_creator=sts_client_creator(session, sts_config))
     session.register_component("credential_provider",
                                CredentialResolver([FederatedCredentialProvider(credentials)]))
     return session
@@ -201,8 +224,8 @@ def boto3_session(credential: TokenCredential, *, role_arn: str, audience: str, 
                   session_name: str | None = None, sts_config: Config | None = None) -> boto3.Session:
     """A boto3 session for `role_arn` backed by `credential` (any azure-identity credential)."""
     target = FederationTarget(role_arn, audience, region)
-    creds = refreshable_credentials(credential, target, session_name=session_name, sts_config=sts_config)
-    return boto3.Session(botocore_session=botocore_session(creds, region))
+    return boto3.Session(botocore_session=federated_session(credential, target, session_name=session_name,
+                                                            sts_config=sts_config))
 
 
 # --- process-wide sessions ------------------------------------------------------------------
@@ -219,8 +242,7 @@ def shared_session(credential: TokenCredential, target: FederationTarget,
     with _sessions_lock:
         session = _sessions.get(key)
         if session is None:
-            creds = refreshable_credentials(credential, target, sts_config=sts_config)
-            session = boto3.Session(botocore_session=botocore_session(creds, target.region))
+            session = boto3.Session(botocore_session=federated_session(credential, target, sts_config=sts_config))
             _sessions[key] = session
         return session
 
