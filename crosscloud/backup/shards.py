@@ -91,14 +91,15 @@ class RangePlanner(BackupPlanner):
     def destination_entries(self) -> Iterator[tuple[str, tuple[int, str]]]:
         prefix, scope, wanted = self.config.prefix, self.config.source_prefix, self.task.key_range
         start = prefix + wanted.start_after if wanted.start_after is not None else None
-        for page in prefetch(self.dest.list_pages(prefix + scope, start_after=start)):
-            for info in page.items:
-                key = info.key[len(prefix):]
-                if not wanted.after_start(key, self._dest_order):
-                    continue
-                if not wanted.before_end(key, self._dest_order):
-                    return
-                yield key, (info.size, info.etag)
+        with prefetch(self.dest.list_pages(prefix + scope, start_after=start)) as pages:
+            for page in pages:
+                for info in page.items:
+                    key = info.key[len(prefix):]
+                    if not wanted.after_start(key, self._dest_order):
+                        continue
+                    if not wanted.before_end(key, self._dest_order):
+                        return
+                    yield key, (info.size, info.etag)
 
     def index_entries(self) -> Iterator[tuple[str, index.Entry]]:
         """A retry's own segment (an earlier attempt that stopped early wrote it), else the
