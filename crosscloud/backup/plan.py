@@ -97,8 +97,10 @@ class BackupPlanner:
                 yield from ((info.key[len(prefix):], (info.size, info.etag)) for info in page.items)
 
     def index_entries(self) -> Iterator[tuple[str, index.Entry]]:
-        """The index in the source's order; a shard reads the segments that cover its range."""
-        return index.read(self.dest, self.config.prefix + index.INDEX_NAME, self._order_name)
+        """The last run's index in the source's order (its one file, or a fan-out run's
+        segments); a shard reads the segments that cover its range."""
+        # All of it, in scope or not: entries outside the scope are carried into the next index.
+        return index.latest(self.dest, self.config.prefix, self._order_name, self._source_order)
 
     def close(self) -> None:
         """End the walks (their prefetch threads, downloads) now; the run calls it on every exit."""

@@ -79,8 +79,10 @@ class RestorePlanner:
         """Open the target listing and the backup index (a cache: missing costs HEADs); both
         are read as the backup listing goes."""
         self._blobs = InOrderLookup(self._target_blobs(), self.dest.sort_key)
-        # The backup wrote its index in its source's order, and its source is this container.
-        entries = index.read(self.backup, self.backup_prefix + index.INDEX_NAME, self.dest.listing_order)
+        # The backup wrote its index (one file, or a fan-out run's segments) in its source's
+        # order, and its source is this container.
+        entries = index.latest(self.backup, self.backup_prefix, self.dest.listing_order, self.dest.sort_key,
+                               within=self.prefix)
         self._index = InOrderLookup(entries, self.dest.sort_key)
 
     def _target_blobs(self) -> Iterator[tuple[str, Blob]]:

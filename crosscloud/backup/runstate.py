@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from crosscloud.backup.config import RESERVED
+from crosscloud.backup.index import SEGMENTS_NAME
 from crosscloud.backup.lease import LEASE_NAME, Lease
 from crosscloud.backup.report import MAX_LISTED_FAILURES, BackupReport, Failure, utc_iso
 from crosscloud.backup.run import REPORT_LOGGER
@@ -36,7 +37,7 @@ from crosscloud.errors import NotFound, PreconditionFailed
 from crosscloud.stores.base import ObjectStore, PutOptions
 
 log = logging.getLogger("crosscloud.backup")
-SEGMENTS = RESERVED + "index/segments.json"
+SEGMENTS = SEGMENTS_NAME
 MIB = 1024 * 1024
 
 
