@@ -20,7 +20,6 @@ docs/benchmarks.md between the `backup` markers.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import json
@@ -37,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.report import machine, write_section
+from bench.report import bench_main, machine
 from bench.stack import admin_clients, local_cloud
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -271,22 +270,8 @@ def _rclone_version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.backup_bench")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--render-only", action="store_true", help=f"re-render {RAW.relative_to(ROOT)}")
-    args = parser.parse_args(argv)
-    if args.render_only:
-        data = json.loads(RAW.read_text())
-    else:
-        if not shutil.which("rclone"):
-            raise SystemExit("rclone is not installed (apt-get install rclone)")
-        data = measure(args.rounds)
-        RAW.parent.mkdir(exist_ok=True)
-        RAW.write_text(json.dumps(data, indent=1))
-    markdown = render(data)
-    print(markdown)
-    print(f"wrote {write_section('backup', markdown)}", file=sys.stderr)
-    return 0
+    return bench_main(argv, name="backup_bench", section="backup", raw=RAW, rounds=3,
+                      measure=lambda args: measure(args.rounds), render=render)
 
 
 if __name__ == "__main__":

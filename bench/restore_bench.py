@@ -18,11 +18,9 @@ endpoint). rclone runs with its defaults. If rclone is missing: `apt-get install
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
-import shutil
 import statistics
 import sys
 import uuid
@@ -32,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.backup_bench import HUGE, MIB, SMALL, Run, _clients, _random_stream, _rclone_version, _timed
-from bench.report import machine, write_section
+from bench.report import bench_main, machine
 from bench.stack import local_cloud
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,22 +193,8 @@ Content-MD5, Content-Type and the user metadata (without the backup's `crossclou
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.restore_bench")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--render-only", action="store_true", help=f"re-render {RAW.relative_to(ROOT)}")
-    args = parser.parse_args(argv)
-    if args.render_only:
-        data = json.loads(RAW.read_text())
-    else:
-        if not shutil.which("rclone"):
-            raise SystemExit("rclone is not installed (apt-get install -y rclone)")
-        data = measure(args.rounds)
-        RAW.parent.mkdir(exist_ok=True)
-        RAW.write_text(json.dumps(data, indent=1))
-    markdown = render(data)
-    print(markdown)
-    print(f"wrote {write_section('restore', markdown)}", file=sys.stderr)
-    return 0
+    return bench_main(argv, name="restore_bench", section="restore", raw=RAW, rounds=2,
+                      measure=lambda args: measure(args.rounds), render=render)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.backup_bench import LARGE, ROOT, Rclone, _clients, _count, _delete_prefix, _random_stream, _rclone_version
-from bench.report import machine, write_section
+from bench.report import bench_main, machine
 from bench.stack import local_cloud
 
 SMALL = ("bench-small/", 1000, 16 * 1024)
@@ -188,23 +188,15 @@ def render(data: dict[str, Any]) -> str:
     return render_tables(data, SMALL, LARGE)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.small_objects_bench")
-    parser.add_argument("--rounds", type=int, default=3)
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--large-rounds", type=int, default=1)
     parser.add_argument("--baseline", type=Path, help="a checkout of the code to compare with (runs as `before`)")
-    parser.add_argument("--render-only", action="store_true", help=f"re-render {RAW.relative_to(ROOT)}")
-    args = parser.parse_args(argv)
-    if args.render_only:
-        data = json.loads(RAW.read_text())
-    else:
-        data = measure(args.rounds, args.large_rounds, args.baseline)
-        RAW.parent.mkdir(exist_ok=True)
-        RAW.write_text(json.dumps(data, indent=1))
-    markdown = render(data)
-    print(markdown)
-    print(f"wrote {write_section('small-objects', markdown)}", file=sys.stderr)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return bench_main(argv, name="small_objects_bench", section="small-objects", raw=RAW, rounds=3,
+                      measure=lambda args: measure(args.rounds, args.large_rounds, args.baseline),
+                      render=render, add_arguments=_arguments)
 
 
 if __name__ == "__main__":

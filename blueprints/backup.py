@@ -12,9 +12,10 @@ missed while the app was down, which arrives with `past_due` set.
 
 HTTP status of `POST /api/backup`: 200 when the run completed with no failed object; 207
 (the report says what failed or is pending) when it finished partially; 409 when another
-run holds the lease; the usual error envelope when it could not start. An HTTP-triggered
-run starts nothing after 190 s and cuts copies in flight at 210 s (the front end drops requests at 230 s); the next run
-carries on where it stopped.
+run holds the lease; the usual error envelope when it could not start (in fan-out mode,
+`backup_plan_failed` when planning failed after the lease: the run is recorded as failed).
+An HTTP-triggered run starts nothing after 190 s and cuts copies in flight at 210 s (the
+front end drops requests at 230 s); the next run carries on where it stopped.
 """
 
 from __future__ import annotations

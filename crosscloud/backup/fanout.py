@@ -8,18 +8,22 @@ the source once and cuts it into key ranges of at most `BACKUP_SHARD_OBJECTS` ob
 message also names the previous run's index segments that cover its range, found by walking
 `index/segments.json` in step with the cut. Queue-triggered functions copy the shards
 (shards.py); the plan (runstate.py) is written last, so a run completes only once both the
-plan and every shard's result exist, whichever comes last.
+plan and every shard's result exist, whichever comes last. If planning fails after the lease
+was taken, the plan is written all the same, marked `failed` with the error's name, before
+the lease ends: every shard it queued then stops without copying and reports `cancelled`, a
+shard already copying reports as usual, and the last report completes the run as failed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +32,8 @@ from crosscloud.backup.lease import LEASE_NAME, Lease
 from crosscloud.backup.range import KeyRange
 from crosscloud.backup.report import BackupReport, utc_iso
 from crosscloud.backup.runstate import SEGMENTS, RunPaths, finish_if_complete, get_json, put_json
-from crosscloud.backup.shards import ShardTask
-from crosscloud.errors import SettingError
+from crosscloud.backup.shards import ShardTask, cancel
+from crosscloud.errors import CrossCloudError, SettingError
 from crosscloud.settings import Settings
 from crosscloud.stores.base import ObjectStore
 
@@ -106,10 +110,16 @@ def cut(source: ObjectStore, config: BackupConfig, fan: FanoutConfig,
         yield KeyRange(start, None), count, size  # the last shard is open-ended: new keys land in it
 
 
+class PlanFailed(CrossCloudError):
+    """Planning failed; the run is recorded as failed, so the shards it queued stop at once."""
+
+    code = "backup_plan_failed"
+
+
 def plan_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupConfig, fan: FanoutConfig, *,
              max_seconds: float | None = None, run_id: str | None = None) -> dict[str, Any]:
     """Plan one fan-out run and enqueue its shards; returns the plan. Raises `LeaseHeld` if a
-    run (fan-out or not) holds the lease."""
+    run (fan-out or not) holds the lease, `PlanFailed` if planning failed after the lease."""
     run_id = run_id or f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
     deadline = started + (max_seconds if max_seconds is not None else config.time_budget_s)
@@ -117,37 +127,87 @@ def plan_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupC
     report = BackupReport(run_id, source.describe(), f"{dest.describe()} prefix {config.prefix}",
                           utc_iso(dt.datetime.now(dt.UTC)))
     plan: dict[str, Any] = {"run_id": run_id, "source": report.source, "destination": report.destination,
-                            "started": report.started, "order": source.listing_order,
+                            "started": report.started, "order": source.listing_order, "status": "planned",
                             "stop_reason": None, "objects": 0, "bytes": 0}
+    queued: list[tuple[ShardTask, Future[Any]]] = []
     try:
         plan["incomplete_uploads_aborted"] = dest.cleanup(config.prefix)
-        segments = _Segments(dest, config, plan["order"], source.sort_key)
-        shards = 0
-        with ThreadPoolExecutor(8, "backup-enqueue") as senders:
-            sent = []
-            try:
-                for key_range, count, size in cut(source, config, fan, deadline):
-                    task = ShardTask(run_id, shards, key_range, count, size, segments.covering(key_range))
-                    body = task.to_message()
-                    if len(body.encode()) > MAX_MESSAGE:  # index hints are optional: HEADs instead
-                        body = ShardTask(run_id, shards, key_range, count, size).to_message()
-                    sent.append(senders.submit(queue.send_message, body))
-                    shards, plan["objects"], plan["bytes"] = shards + 1, plan["objects"] + count, plan["bytes"] + size
-            except TimeoutError:
-                plan["stop_reason"] = (f"planning reached its time budget after {plan['objects']} objects in "
-                                       f"{shards} shards; the next run plans from the start again")
-            for future in sent:
-                future.result()  # a failed send fails the plan before plan.json exists
-        plan["shards"] = shards
+        _enqueue(source, dest, queue, config, fan, deadline, plan, queued)
+        plan["shards"] = len(queued)
         plan["planned_s"] = round(time.monotonic() - started, 3)
         put_json(dest, RunPaths(config.prefix, run_id).plan, plan, create=True)
-    except BaseException:
-        Lease(dest, config.prefix + LEASE_NAME, run_id, 1).end_if_mine()  # nothing was enqueued for good
-        raise
-    log.info("backup %s planned: %d shards, %d objects, %.1f MiB in %.1f s", run_id, shards, plan["objects"],
-             plan["bytes"] / MIB, plan["planned_s"])
+    except BaseException as exc:
+        recorded = _record_failure(dest, config, plan, queued, exc)
+        if not isinstance(exc, Exception):
+            raise  # interrupted (Ctrl-C, the host stopping): recorded, then as it was
+        if not recorded:  # the plan was written after all (only its answer was lost): the run goes on
+            finish_if_complete(dest, config.prefix, run_id)
+            return get_json(dest, RunPaths(config.prefix, run_id).plan)
+        raise PlanFailed(f"backup {run_id} {plan['stop_reason']}; the run's report follows once they have: "
+                         f".crosscloud/runs/{run_id}/report.json under the backup prefix",
+                         status=exc.status if isinstance(exc, CrossCloudError) else 500) from exc
+    log.info("backup %s planned: %d shards, %d objects, %.1f MiB in %.1f s", run_id, plan["shards"],
+             plan["objects"], plan["bytes"] / MIB, plan["planned_s"])
     finish_if_complete(dest, config.prefix, run_id)  # shards that finished before the plan was written
     return plan
+
+
+def _enqueue(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupConfig, fan: FanoutConfig,
+             deadline: float, plan: dict[str, Any], queued: list[tuple[ShardTask, Future[Any]]]) -> None:
+    """Cut the source and send one message per shard (appended to `queued` as sent); a failed
+    send stops the cut at once and is raised once every send in flight has ended."""
+    segments = _Segments(dest, config, plan["order"], source.sort_key)
+    checked = 0
+    with ThreadPoolExecutor(8, "backup-enqueue") as senders:
+        try:
+            for key_range, count, size in cut(source, config, fan, deadline):
+                n = len(queued)
+                task = ShardTask(plan["run_id"], n, key_range, count, size, segments.covering(key_range))
+                body = task.to_message()
+                if len(body.encode()) > MAX_MESSAGE:  # index hints are optional: HEADs instead
+                    body = ShardTask(plan["run_id"], n, key_range, count, size).to_message()
+                queued.append((task, senders.submit(queue.send_message, body)))
+                plan["objects"], plan["bytes"] = plan["objects"] + count, plan["bytes"] + size
+                while checked < len(queued) and (queued[checked][1].done() or len(queued) - checked > 64):
+                    queued[checked][1].result()  # raises a failed send
+                    checked += 1
+        except TimeoutError:
+            plan["stop_reason"] = (f"planning reached its time budget after {plan['objects']} objects in "
+                                   f"{len(queued)} shards; the next run plans from the start again")
+    for _, sent in queued[checked:]:
+        sent.result()
+
+
+def _record_failure(dest: ObjectStore, config: BackupConfig, plan: dict[str, Any],
+                    queued: list[tuple[ShardTask, Future[Any]]], exc: BaseException) -> bool:
+    """Record the run as failed (`plan.json`, status `failed`, the error's name) while it still
+    holds the lease, so every shard it queued stops without copying and reports `cancelled`;
+    the last report completes the run (runstate.py) and ends the lease. False if the plan had
+    been written after all (its put failed only on the way back)."""
+    wait([sent for _, sent in queued])
+    unsent = [task for task, sent in queued if sent.cancelled() or sent.exception() is not None]
+    why = f"{type(exc).__name__}: {exc.message}" if isinstance(exc, CrossCloudError) else type(exc).__name__
+    paths = RunPaths(config.prefix, plan["run_id"])
+    plan.update(status="failed", error=type(exc).__name__, shards=len(queued),
+                stop_reason=f"failed while planning, after {len(queued) - len(unsent)} shard(s) were queued "
+                            f"({why}); they stop without copying")
+    log.error("backup %s %s", plan["run_id"], plan["stop_reason"])
+    try:
+        if not put_json(dest, paths.plan, plan, create=True):
+            written = get_json(dest, paths.plan)
+            if isinstance(written, dict) and written.get("status") != "failed":
+                log.warning("backup %s: its plan was written after all; the run goes on", plan["run_id"])
+                return False
+        for task in unsent:  # perhaps queued all the same: such a message finds its result and stops
+            cancel(dest, config, task, "its message may not have been queued")
+        finish_if_complete(dest, config.prefix, plan["run_id"])  # no shard queued: the run ends here
+    except CrossCloudError as also:
+        log.error("backup %s: could not record the failed plan (%s); the shards it queued copy their ranges "
+                  "and its lease expires on its own (BACKUP_FANOUT_RUN_HOURS)", plan["run_id"], also.message)
+        if len(unsent) == len(queued):  # nothing was queued: no shard can be left running
+            with contextlib.suppress(CrossCloudError):
+                Lease(dest, config.prefix + LEASE_NAME, plan["run_id"], 1).end_if_mine()
+    return True
 
 
 def wait_for_report(dest: ObjectStore, config: BackupConfig, plan: dict[str, Any], timeout: float,

@@ -25,12 +25,14 @@ from collections.abc import Iterator
 from itertools import count
 from typing import IO, Any, BinaryIO, cast
 
+from crosscloud.backup.range import KeyRange
 from crosscloud.backup.walk import SortKey
 from crosscloud.errors import CrossCloudError, NotFound
 from crosscloud.stores.base import ObjectStore, PutOptions
 
 log = logging.getLogger("crosscloud.backup")
 INDEX_NAME = ".crosscloud/index.jsonl.gz"
+SEGMENTS_NAME = ".crosscloud/index/segments.json"  # a fan-out run's segments (runstate.py)
 VERSION = 2  # 1 was sorted by code point whatever the source; it is ignored (costs HEADs once)
 RUN_SIZE = 10_000  # entries sorted in memory at once (a few MiB)
 
@@ -62,6 +64,61 @@ def read(store: ObjectStore, key: str, order_name: str) -> Iterator[tuple[str, E
             # A damaged index only costs HEADs; say so and carry on without the rest of it.
             log.warning("backup index %s unusable (%s); checking objects with HEAD instead", key,
                         exc.message if isinstance(exc, CrossCloudError) else type(exc).__name__)
+
+
+def latest(store: ObjectStore, prefix: str, order_name: str, order: SortKey,
+           within: str = "") -> Iterator[tuple[str, Entry]]:
+    """The index of the last finished backup under `prefix`, however it ran, in file order.
+
+    An in-process run writes one file (`INDEX_NAME`); a fan-out run one segment per shard,
+    published in range order by `SEGMENTS_NAME` (runstate.py). The newer of the two is read;
+    of the segments, only those whose range can hold keys starting with `within`.
+    """
+    pointer = _pointer(store, prefix + SEGMENTS_NAME, order_name)
+    if pointer is not None:
+        segments, published = pointer
+        try:
+            single = store.stat(prefix + INDEX_NAME).last_modified
+        except NotFound:
+            single = None
+        except CrossCloudError as exc:
+            log.warning("backup index %s unusable (%s); checking objects with HEAD instead", prefix + INDEX_NAME,
+                        exc.message)
+            return
+        if single is None or single <= published:
+            for key_range, key in segments:
+                if _may_hold(key_range, within, order):
+                    yield from read(store, key, order_name)
+            return
+    yield from read(store, prefix + INDEX_NAME, order_name)
+
+
+def _pointer(store: ObjectStore, key: str, order_name: str) -> tuple[list[tuple[KeyRange, str]], Any] | None:
+    """The segments a fan-out run published (in range order) and when; None if none or unusable."""
+    try:
+        with store.open(key) as reader:
+            data = json.loads(b"".join(reader.iter_chunks()))
+            published = reader.info.last_modified
+        if data.get("order") != order_name:
+            return None
+        return [(KeyRange.from_json(s), str(s["key"])) for s in data["segments"]], published
+    except NotFound:
+        return None
+    except (CrossCloudError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("backup index pointer %s unusable (%s); reading the single index instead", key,
+                    exc.message if isinstance(exc, CrossCloudError) else type(exc).__name__)
+        return None
+
+
+def _may_hold(key_range: KeyRange, prefix: str, order: SortKey) -> bool:
+    """Whether a key starting with `prefix` can lie in `key_range` (keys with a prefix are one
+    interval in any code-unit order: from `prefix` up to the first key past all of them)."""
+    if not prefix:
+        return True
+    if key_range.end is not None and order(key_range.end) < order(prefix):  # type: ignore[operator]
+        return False
+    start = key_range.start_after
+    return start is None or start.startswith(prefix) or order(start) < order(prefix)  # type: ignore[operator]
 
 
 class IndexWriter:

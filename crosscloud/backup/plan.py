@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from crosscloud.backup import index
 from crosscloud.backup.config import RESERVED, BackupConfig
@@ -51,6 +52,21 @@ class Decision:
 COPY, SKIP = Decision(Action.COPY), Decision(Action.SKIP)
 
 
+class Planner(Protocol):
+    """What a run asks of its planner (`BackupPlanner`, `restore_plan.RestorePlanner`)."""
+
+    source_prefix: str  # the run lists the source under this
+
+    def prepare(self) -> None: ...  # list the destination once (on a background thread)
+    def classify(self, info: ObjectInfo) -> Decision: ...  # from the listings alone
+    def check(self, info: ObjectInfo) -> Decision: ...  # after a HEAD (CHECK decisions)
+    def dest_key(self, key: str) -> str: ...
+    def learn(self, key: str, dest_etag: str, source_etag: str | None) -> None: ...
+    def save_index(self, run_id: str) -> None: ...
+    def on_empty(self) -> None: ...  # the source listed nothing: raise if that is an error
+    def close(self) -> None: ...  # end background listings; called on every exit of a run
+
+
 class BackupPlanner:
     """What the destination holds, and what each copy is a copy of (thread-safe)."""
 
@@ -76,12 +92,21 @@ class BackupPlanner:
     def destination_entries(self) -> Iterator[tuple[str, tuple[int, str]]]:
         """(source-relative key, (size, ETag)) in the destination's order; a shard walks its range."""
         prefix, scope = self.config.prefix, self.config.source_prefix
-        return ((info.key[len(prefix):], (info.size, info.etag))
-                for page in prefetch(self.dest.list_pages(prefix + scope)) for info in page.items)
+        with prefetch(self.dest.list_pages(prefix + scope)) as pages:
+            for page in pages:
+                yield from ((info.key[len(prefix):], (info.size, info.etag)) for info in page.items)
 
     def index_entries(self) -> Iterator[tuple[str, index.Entry]]:
-        """The index in the source's order; a shard reads the segments that cover its range."""
-        return index.read(self.dest, self.config.prefix + index.INDEX_NAME, self._order_name)
+        """The last run's index in the source's order (its one file, or a fan-out run's
+        segments); a shard reads the segments that cover its range."""
+        # All of it, in scope or not: entries outside the scope are carried into the next index.
+        return index.latest(self.dest, self.config.prefix, self._order_name, self._source_order)
+
+    def close(self) -> None:
+        """End the walks (their prefetch threads, downloads) now; the run calls it on every exit."""
+        for lookup in (self._listing, self._index):
+            if lookup is not None:
+                lookup.close()
 
     def unsure(self, key: str) -> bool:
         """Whether a key the destination walk did not show may exist all the same (HEAD first)."""

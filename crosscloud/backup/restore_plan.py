@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from crosscloud.backup import index
 from crosscloud.backup.config import RESERVED
@@ -78,13 +78,24 @@ class RestorePlanner:
     def prepare(self) -> None:
         """Open the target listing and the backup index (a cache: missing costs HEADs); both
         are read as the backup listing goes."""
-        start = len(self.to_prefix)
-        blobs = ((info.key[start:], (info.size, info.etag))
-                 for page in prefetch(self.dest.list_pages(self.to_prefix + self.prefix)) for info in page.items)
-        self._blobs = InOrderLookup(blobs, self.dest.sort_key)
-        # The backup wrote its index in its source's order, and its source is this container.
-        entries = index.read(self.backup, self.backup_prefix + index.INDEX_NAME, self.dest.listing_order)
+        self._blobs = InOrderLookup(self._target_blobs(), self.dest.sort_key)
+        # The backup wrote its index (one file, or a fan-out run's segments) in its source's
+        # order, and its source is this container.
+        entries = index.latest(self.backup, self.backup_prefix, self.dest.listing_order, self.dest.sort_key,
+                               within=self.prefix)
         self._index = InOrderLookup(entries, self.dest.sort_key)
+
+    def _target_blobs(self) -> Iterator[tuple[str, Blob]]:
+        start = len(self.to_prefix)
+        with prefetch(self.dest.list_pages(self.to_prefix + self.prefix)) as pages:
+            for page in pages:
+                yield from ((info.key[start:], (info.size, info.etag)) for info in page.items)
+
+    def close(self) -> None:
+        """End the walks (the target listing's prefetch thread, the index download) now."""
+        for lookup in (self._blobs, self._index):
+            if lookup is not None:
+                lookup.close()
 
     def relative(self, key: str) -> str:
         return key[len(self.backup_prefix):]

@@ -26,13 +26,12 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Protocol
 
 from crosscloud.backup.config import MIB, BackupConfig
 from crosscloud.backup.copier import Copier, Md5Of, Metadata, Outcome, Result, fatal, outage, reason
 from crosscloud.backup.lease import LEASE_NAME, Lease
 from crosscloud.backup.metadata import backup_metadata
-from crosscloud.backup.plan import Action, BackupPlanner, Decision
+from crosscloud.backup.plan import Action, BackupPlanner, Decision, Planner
 from crosscloud.backup.range import KeyRange
 from crosscloud.backup.report import (
     MAX_LISTED_FAILURES,
@@ -52,20 +51,6 @@ log = logging.getLogger("crosscloud.backup")
 REPORT_LOGGER = "crosscloud.backup.report"  # the one JSON line per run
 HTTP_TIME_BUDGET_S = 190  # scheduling budget of an HTTP-triggered run; + grace stays under the 230 s cut
 OUTAGE_STOP_AFTER = 3  # consecutive objects failing because a cloud does not answer: stop the run
-
-
-class Planner(Protocol):
-    """What a run asks of its planner (`plan.BackupPlanner`, `restore_plan.RestorePlanner`)."""
-
-    source_prefix: str  # the run lists the source under this
-
-    def prepare(self) -> None: ...  # list the destination once (on a background thread)
-    def classify(self, info: ObjectInfo) -> Decision: ...  # from the listings alone
-    def check(self, info: ObjectInfo) -> Decision: ...  # after a HEAD (CHECK decisions)
-    def dest_key(self, key: str) -> str: ...
-    def learn(self, key: str, dest_etag: str, source_etag: str | None) -> None: ...
-    def save_index(self, run_id: str) -> None: ...
-    def on_empty(self) -> None: ...  # the source listed nothing: raise if that is an error
 
 
 class _Stop(Exception):
@@ -115,6 +100,7 @@ class CopyRun:
             if not self.dry_run and not (self._lease is not None and self._lease.lost.is_set()):
                 self.planner.save_index(self.run_id)
         finally:
+            self.planner.close()  # its listing threads end now, not when the run is collected
             if self._lease is not None:
                 self._lease.release()
             self._done.set()

@@ -3,7 +3,8 @@
 Layout under `<prefix>.crosscloud/` (every object written by exactly one writer, or created
 with `If-None-Match: *` so that exactly one of several writers wins):
 
-    runs/<run>/plan.json            the plan: shard count, totals (created by the planner, last)
+    runs/<run>/plan.json            the plan: shard count, totals, status `planned` or `failed`
+                                    (created by the planner, last; see fanout.py)
     runs/<run>/shards/<n>.json      shard n's result (created once: a redelivery finds it)
     runs/<run>/shards/<n>.lease     shard n's lease (lease.py): one host works a shard at once
     runs/<run>/shards/<n>.error     why shard n's last attempt failed (for the poison report)
@@ -29,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from crosscloud.backup.config import RESERVED
+from crosscloud.backup.index import SEGMENTS_NAME
 from crosscloud.backup.lease import LEASE_NAME, Lease
 from crosscloud.backup.report import MAX_LISTED_FAILURES, BackupReport, Failure, utc_iso
 from crosscloud.backup.run import REPORT_LOGGER
@@ -36,7 +38,7 @@ from crosscloud.errors import NotFound, PreconditionFailed
 from crosscloud.stores.base import ObjectStore, PutOptions
 
 log = logging.getLogger("crosscloud.backup")
-SEGMENTS = RESERVED + "index/segments.json"
+SEGMENTS = SEGMENTS_NAME
 MIB = 1024 * 1024
 
 
@@ -111,6 +113,10 @@ def combine(plan: dict[str, Any], results: list[dict[str, Any]]) -> BackupReport
     reasons: list[str] = [plan["stop_reason"]] if plan.get("stop_reason") else []
     for result in sorted(results, key=lambda r: r["n"]):
         shard = result.get("report")
+        if result.get("status") == "cancelled":  # its run failed while planning (the plan's stop_reason)
+            report.pending += result.get("objects", 0)
+            report.pending_bytes += result.get("bytes", 0)
+            continue
         if result.get("status") != "done" or shard is None:
             report.failed_count += 1
             report.pending += result.get("objects", 0)
@@ -160,7 +166,9 @@ def finish_if_complete(dest: ObjectStore, prefix: str, run_id: str) -> BackupRep
         return None  # another shard finished at the same moment and wrote it
     line = json.dumps({"event": "backup_report", **report.as_json()}, ensure_ascii=False)
     logging.getLogger(REPORT_LOGGER).log(logging.INFO if report.ok else logging.WARNING, "%s", line)
-    segments = [{"key": r["index"], **r["range"]} for r in sorted(results, key=lambda r: r["n"]) if r.get("index")]
-    put_json(dest, prefix + SEGMENTS, {"run_id": run_id, "order": plan["order"], "segments": segments})
+    if plan.get("status") != "failed":  # a failed plan's shards cover part of the source: the last index stays
+        segments = [{"key": r["index"], **r["range"]} for r in sorted(results, key=lambda r: r["n"])
+                    if r.get("index")]
+        put_json(dest, prefix + SEGMENTS, {"run_id": run_id, "order": plan["order"], "segments": segments})
     Lease(dest, prefix + LEASE_NAME, run_id, 1).end_if_mine()
     return report

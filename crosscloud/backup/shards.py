@@ -7,8 +7,9 @@ already written means a redelivered message has nothing to do; a shard lease
 `If-None-Match: *`. A shard that stops early (time budget, outage, fatal error) raises, so
 the host retries the message and the retry starts from what is already copied; after the
 host's maxDequeueCount the message lands in the poison queue, whose function records the
-shard as failed (`record_poison`). Either way the shard reports, and the last report
-completes the run (runstate.py).
+shard as failed (`record_failure`). A shard of a run whose planning failed (its plan says
+`failed`) copies nothing and reports `cancelled` (`cancel`). Either way the shard reports,
+and the last report completes the run (runstate.py).
 """
 
 from __future__ import annotations
@@ -91,14 +92,15 @@ class RangePlanner(BackupPlanner):
     def destination_entries(self) -> Iterator[tuple[str, tuple[int, str]]]:
         prefix, scope, wanted = self.config.prefix, self.config.source_prefix, self.task.key_range
         start = prefix + wanted.start_after if wanted.start_after is not None else None
-        for page in prefetch(self.dest.list_pages(prefix + scope, start_after=start)):
-            for info in page.items:
-                key = info.key[len(prefix):]
-                if not wanted.after_start(key, self._dest_order):
-                    continue
-                if not wanted.before_end(key, self._dest_order):
-                    return
-                yield key, (info.size, info.etag)
+        with prefetch(self.dest.list_pages(prefix + scope, start_after=start)) as pages:
+            for page in pages:
+                for info in page.items:
+                    key = info.key[len(prefix):]
+                    if not wanted.after_start(key, self._dest_order):
+                        continue
+                    if not wanted.before_end(key, self._dest_order):
+                        return
+                    yield key, (info.size, info.etag)
 
     def index_entries(self) -> Iterator[tuple[str, index.Entry]]:
         """A retry's own segment (an earlier attempt that stopped early wrote it), else the
@@ -136,6 +138,12 @@ def run_shard(source: ObjectStore, dest: ObjectStore, config: BackupConfig, task
                  task.run_id, task.n)
         finish_if_complete(dest, config.prefix, task.run_id)
         return None
+    plan = get_json(dest, paths.plan)
+    if isinstance(plan, dict) and plan.get("status") == "failed":
+        log.warning("backup shard %s#%d: its run failed while planning; stopping without copying", task.run_id,
+                    task.n)
+        cancel(dest, config, task, "its run failed while planning")
+        return None
     waited_until = time.monotonic() + config.lease_ttl_s + 30
     while True:
         try:
@@ -168,6 +176,16 @@ def record_failure(dest: ObjectStore, config: BackupConfig, task: ShardTask, why
     result = {"n": task.n, "status": "failed", "range": task.key_range.as_json(), "objects": task.objects,
               "bytes": task.bytes, "index": None, "reason": why, "report": None}
     written = put_json(dest, paths.result(task.n), result, create=True)
+    finish_if_complete(dest, config.prefix, task.run_id)
+    return written
+
+
+def cancel(dest: ObjectStore, config: BackupConfig, task: ShardTask, why: str) -> bool:
+    """Report the shard `cancelled` without copying (its run failed while planning): its
+    objects count as pending. False if it had reported already."""
+    result = {"n": task.n, "status": "cancelled", "range": task.key_range.as_json(), "objects": task.objects,
+              "bytes": task.bytes, "index": None, "reason": why, "report": None}
+    written = put_json(dest, RunPaths(config.prefix, task.run_id).result(task.n), result, create=True)
     finish_if_complete(dest, config.prefix, task.run_id)
     return written
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from typing import Generic, TypeVar
@@ -65,6 +66,13 @@ class InOrderLookup(Generic[T]):
             return value
         return None
 
+    def close(self) -> None:
+        """Close the stream (ending its prefetch thread, its downloads) without reading the rest."""
+        self._head, self._exhausted = None, True
+        close = getattr(self._entries, "close", None)
+        if close is not None:
+            close()
+
     def rest(self) -> Iterator[tuple[str, T]]:
         """Every entry not found so far (kept aside or not yet reached)."""
         yield from self._aside.items()
@@ -92,12 +100,60 @@ def started(items: Iterator[T], pool: Executor) -> Iterator[T]:
     return rest()
 
 
-def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+class Prefetch(Generic[T]):
     """`items`, fetched up to `depth` ahead on a thread of its own (listing pages while the
-    source is compared); errors are raised where the item would have been."""
-    ahead: queue.Queue[object] = queue.Queue(depth)
-    stop = threading.Event()
+    source is compared); errors are raised where the item would have been.
 
+    `close()` (or leaving a `with` block) ends the thread at once: a run that stops early
+    must not keep a listing thread alive until the run is garbage-collected. The thread
+    finishes the request it is in, never starts another, and closes `items`.
+    """
+
+    def __init__(self, items: Iterator[T], depth: int = 2):
+        self._ahead: queue.Queue[object] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._done = False
+        # The thread holds no reference to self, so an unclosed Prefetch still stops when collected.
+        self.thread = threading.Thread(target=_fill, args=(items, self._ahead, self._stop),
+                                       name="listing-prefetch", daemon=True)
+        weakref.finalize(self, self._stop.set)
+        self.thread.start()
+
+    def __iter__(self) -> Prefetch[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
+        item = self._ahead.get()
+        if item is _END:
+            self._done = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        return item  # type: ignore[return-value]
+
+    def close(self, wait_s: float = 1.0) -> None:
+        """Stop fetching and wait (at most `wait_s`: a request in flight may be slow) for the thread."""
+        self._done = True
+        self._stop.set()
+        while True:  # free a put the thread may be blocked in
+            try:
+                self._ahead.get_nowait()
+            except queue.Empty:
+                break
+        if self.thread is not threading.current_thread():
+            self.thread.join(wait_s)
+
+    def __enter__(self) -> Prefetch[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _fill(items: Iterator[object], ahead: queue.Queue[object], stop: threading.Event) -> None:
     def offer(item: object) -> bool:
         while not stop.is_set():
             try:
@@ -107,23 +163,19 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
                 continue
         return False  # the consumer has gone: stop fetching
 
-    def fill() -> None:
-        try:
-            for item in items:
-                if not offer(item):
-                    return
-            offer(_END)
-        except BaseException as exc:  # handed to the consumer, raised where the item would be
-            offer(exc)
-
-    threading.Thread(target=fill, name="listing-prefetch", daemon=True).start()
     try:
-        while True:
-            item = ahead.get()
-            if item is _END:
+        for item in items:
+            if not offer(item) or stop.is_set():
                 return
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
+        offer(_END)
+    except BaseException as exc:  # handed to the consumer, raised where the item would be
+        offer(exc)
     finally:
-        stop.set()
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+
+def prefetch(items: Iterator[T], depth: int = 2) -> Prefetch[T]:
+    """`items` fetched ahead on a thread (`Prefetch`); use it in a `with` block."""
+    return Prefetch(items, depth)

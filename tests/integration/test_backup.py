@@ -34,6 +34,7 @@ from crosscloud.backup.run import Backup
 from crosscloud.errors import UpstreamError
 from crosscloud.settings import Settings
 from crosscloud.stores import factory
+from tests.integration.calls import count_calls
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
@@ -90,18 +91,6 @@ def engine(**changes: Any) -> Backup:
     settings = Settings()
     config = replace(BackupConfig.from_settings(settings), **changes)
     return Backup(factory.azure_store(settings), factory.s3_store(settings, backup=True), config)
-
-
-def count_calls(monkeypatch, store: Any, method: str) -> list[str]:
-    calls: list[str] = []
-    real = getattr(store, method)
-
-    def counting(key: str, *args: Any, **kwargs: Any) -> Any:
-        calls.append(key)
-        return real(key, *args, **kwargs)
-
-    monkeypatch.setattr(store, method, counting)
-    return calls
 
 
 FILES = {

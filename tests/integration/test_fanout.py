@@ -26,6 +26,7 @@ from crosscloud.backup.lease import LEASE_NAME, LeaseHeld
 from crosscloud.backup.range import KeyRange
 from crosscloud.stores import factory
 from crosscloud.stores.base import utf16_order
+from tests.integration.calls import count_calls, data_keys
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
@@ -148,15 +149,12 @@ def test_shards_copy_their_ranges_and_the_last_writes_one_report(fan, monkeypatc
 
     # The rerun hands each shard the segments covering its range: no per-object HEAD.
     fan.seed({"f/03.bin": os.urandom(1003), "f/new.bin": b"new"})
-    heads: list[str] = []
-    store = factory.s3_store(backup=True)
-    real = store.stat
-    monkeypatch.setattr(store, "stat", lambda key, *a, **k: heads.append(key) or real(key, *a, **k))
+    heads = count_calls(monkeypatch, factory.s3_store(backup=True), "stat")
     rerun = fanout.plan_configured()
     deliver(fan.messages())
     again = fan.reserved(f"runs/{rerun['run_id']}/report.json")
     assert (again["copied"], again["skipped"], again["complete"]) == (2, 23, True)
-    assert [h for h in heads if ".crosscloud/" not in h] == []
+    assert data_keys(heads) == []
     fan.assert_identical(["f/03.bin", "f/new.bin"])
 
 
@@ -166,15 +164,12 @@ def test_a_redelivered_message_is_harmless(fan, monkeypatch):
     fan.seed(FILES)
     plan = fanout.plan_configured()
     [message] = fan.messages()
-    puts: list[str] = []
-    store = factory.s3_store(backup=True)
-    real = store.put
-    monkeypatch.setattr(store, "put", lambda key, *a, **k: puts.append(key) or real(key, *a, **k))
+    puts = count_calls(monkeypatch, factory.s3_store(backup=True), "put")
     deliver([message])
     first = fan.reserved(f"runs/{plan['run_id']}/report.json")
-    copies = [k for k in puts if ".crosscloud/" not in k]
+    copies = data_keys(puts)
     deliver([message], dequeue_count=2)
-    assert [k for k in puts if ".crosscloud/" not in k] == copies  # nothing copied again
+    assert data_keys(puts) == copies  # nothing copied again
     assert fan.reserved(f"runs/{plan['run_id']}/report.json") == first
     assert first["copied"] == len(FILES)
     assert first["complete"]
@@ -197,17 +192,13 @@ def test_keys_that_utf16_and_utf8_order_differently_are_never_copied_blindly(fan
     assert fan.reserved(f"runs/{first['run_id']}/report.json")["copied"] == len(names)
 
     store = factory.s3_store(backup=True)
-    calls: dict[str, list[str]] = {"put": [], "stat": []}
-    for method in calls:
-        real = getattr(store, method)
-        monkeypatch.setattr(store, method, lambda key, *a, _m=method, _r=real, **k: calls[_m].append(key)
-                            or _r(key, *a, **k))
+    calls = {method: count_calls(monkeypatch, store, method) for method in ("put", "stat")}
     second = fanout.plan_configured()
     deliver(fan.messages())
     report = fan.reserved(f"runs/{second['run_id']}/report.json")
     assert (report["copied"], report["skipped"], report["complete"]) == (0, len(names), True)
-    assert [k for k in calls["put"] if ".crosscloud/" not in k] == []
-    assert [k for k in calls["stat"] if ".crosscloud/" not in k] == [fan.dest + fan.source + "a～"]
+    assert data_keys(calls["put"]) == []
+    assert data_keys(calls["stat"]) == [fan.dest + fan.source + "a～"]
     fan.assert_identical(names)
 
 
@@ -247,13 +238,10 @@ def test_two_deliveries_of_one_shard_at_once_copy_it_once(fan, monkeypatch):
     fan.seed(FILES)
     plan = fanout.plan_configured()
     [message] = fan.messages()
-    puts: list[str] = []
-    store = factory.s3_store(backup=True)
-    real = store.put
-    monkeypatch.setattr(store, "put", lambda key, *a, **k: puts.append(key) or real(key, *a, **k))
+    puts = count_calls(monkeypatch, factory.s3_store(backup=True), "put")
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda _: deliver([message]), range(2)))
-    copies = [k for k in puts if ".crosscloud/" not in k]
+    copies = data_keys(puts)
     assert sorted(copies) == sorted(fan.dest + fan.source + name for name in FILES)  # each exactly once
     assert fan.reserved(f"runs/{plan['run_id']}/report.json")["copied"] == len(FILES)
 
@@ -278,10 +266,8 @@ def test_a_retried_shard_starts_from_the_segment_its_stopped_attempt_wrote(fan, 
         shards.run_shard(source, dest, hurried, task)
     assert fan.data_keys() == set(small)
 
-    heads: list[str] = []
-    real = dest.stat
-    monkeypatch.setattr(dest, "stat", lambda key, *a, **k: heads.append(key) or real(key, *a, **k))
+    heads = count_calls(monkeypatch, dest, "stat")
     result = shards.run_shard(source, dest, BackupConfig.from_settings(Settings()), task, dequeue_count=2)
     assert (result["report"]["copied"], result["report"]["skipped"]) == (1, len(small))
-    assert [h for h in heads if ".crosscloud/" not in h] == []
+    assert data_keys(heads) == []
     fan.assert_identical([*small, "z-large.bin"])

@@ -125,3 +125,44 @@ def test_the_queue_connection_setting_is_named_when_missing_or_malformed():
 
     with pytest.raises(SettingError, match="BACKUP_FANOUT"):
         enabled(Settings({"BACKUP_FANOUT": "yes"}))
+
+
+def test_a_cancelled_shard_counts_its_objects_pending_under_the_plans_failure():
+    plan = {"run_id": "r", "source": "s", "destination": "d", "started": "2024-01-01T00:00:00.000Z",
+            "status": "failed", "stop_reason": "failed while planning, after 1 shard(s) were queued (X: y)"}
+    cancelled = {"n": 0, "status": "cancelled", "range": {"start_after": None, "end": None}, "objects": 5,
+                 "bytes": 50, "reason": "its run failed while planning"}
+    report = combine(plan, [cancelled])
+    assert (report.pending, report.pending_bytes, report.failed_count) == (5, 50, 0)
+    assert report.stop_reason == plan["stop_reason"]
+    assert not report.complete
+
+
+class RefusingQueue:
+    def send_message(self, body: str) -> None:
+        raise ConnectionError("queue unreachable")  # not a crosscloud error: only its name is told
+
+
+def test_a_plan_whose_first_message_fails_is_recorded_failed_and_over_at_once():
+    """Nothing may have been queued, so no shard will ever report: the planner completes the run
+    (report written, lease ended) and raises PlanFailed naming the error, not its text."""
+    from crosscloud.backup.fanout import PlanFailed, plan_run
+    from crosscloud.backup.lease import LEASE_NAME
+    from crosscloud.backup.runstate import RunPaths, get_json
+    from tests.unit.test_backup import CONFIG, FakeStore
+
+    source, dest = FakeStore("azure"), FakeStore("s3")
+    for i in range(5):
+        source.seed(f"k{i}", b"x" * i)
+    with pytest.raises(PlanFailed, match=r"after 0 shard\(s\) were queued \(ConnectionError\);") as failed:
+        plan_run(source, dest, RefusingQueue(), CONFIG, FanoutConfig(shard_objects=2), run_id="r1")
+    assert failed.value.status == 500
+    paths = RunPaths(CONFIG.prefix, "r1")
+    plan = get_json(dest, paths.plan)
+    assert (plan["status"], plan["error"]) == ("failed", "ConnectionError")
+    assert plan["shards"] >= 1  # the cut stops at the first failed send (the sends run ahead of it)
+    results = [get_json(dest, paths.result(n)) for n in range(plan["shards"])]
+    assert {r["status"] for r in results} == {"cancelled"}
+    report = get_json(dest, paths.report)
+    assert (report["complete"], report["pending"]) == (False, sum(r["objects"] for r in results))
+    assert get_json(dest, CONFIG.prefix + LEASE_NAME)["released"]
