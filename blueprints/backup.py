@@ -1,9 +1,11 @@
 """The backup triggers: the nightly timer, `POST /api/backup` (admin key), and the fan-out queue.
 
 With BACKUP_FANOUT=queue the timer and `POST /api/backup` only plan the run (202 with the
-plan); `backup_shard` copies one shard per message of the queue BACKUP_QUEUE_NAME, and
-`backup_shard_poison` records a shard whose message the host moved to `<queue>-poison`
-after maxDequeueCount failed attempts, so the run's report names it (docs/backup.md).
+plan, or the plan so far with `planning: continues`); `backup_shard` runs each message of the
+queue BACKUP_QUEUE_NAME: a shard (copied) or a plan step (planning goes on where the last
+step stopped). `backup_shard_poison` records a shard or plan step whose message the host
+moved to `<queue>-poison` after maxDequeueCount failed attempts, so the run's report names
+it (a poisoned plan step fails the run; docs/backup.md).
 
 The schedule is the app setting BACKUP_SCHEDULE (NCRONTAB, UTC), resolved by the host from
 `%BACKUP_SCHEDULE%`; nothing here reads it, so a missing value never breaks indexing (the
@@ -26,7 +28,7 @@ import azure.functions as func
 
 from blueprints.http import handle_errors, json_response, query_flag
 from crosscloud import backup
-from crosscloud.backup import fanout, shards
+from crosscloud.backup import fanout, planning, shards
 from crosscloud.backup.lease import LeaseHeld
 
 bp = func.Blueprint()
@@ -65,9 +67,19 @@ def backup_now(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("backup_shard")
 @bp.queue_trigger(arg_name="msg", queue_name="%BACKUP_QUEUE_NAME%", connection="CROSSCLOUD_QUEUE")
 def backup_shard(msg: func.QueueMessage) -> None:
-    task = shards.ShardTask.from_message(msg.get_body())  # malformed: fails, ends in the poison queue
-    source, dest, config = shards.configured()
+    body = msg.get_body()
     attempt = getattr(msg, "dequeue_count", None) or 1
+    if planning.is_plan_step(body):  # planning goes on where the last step stopped
+        step = planning.PlanStep.from_message(body)  # malformed: fails, ends in the poison queue
+        try:
+            fanout.continue_configured(step)
+        except Exception as exc:  # the host retries the step; the poison report says why it failed
+            _, dest, config = shards.configured()
+            fanout.note_step_error(dest, config, step, exc, attempt)
+            raise
+        return
+    task = shards.ShardTask.from_message(body)  # malformed: fails, ends in the poison queue
+    source, dest, config = shards.configured()
     try:
         shards.run_shard(source, dest, config, task, attempt)
     except Exception as exc:  # the host retries the message; the poison report says why it failed
@@ -78,11 +90,16 @@ def backup_shard(msg: func.QueueMessage) -> None:
 @bp.function_name("backup_shard_poison")
 @bp.queue_trigger(arg_name="msg", queue_name="%BACKUP_QUEUE_NAME%-poison", connection="CROSSCLOUD_QUEUE")
 def backup_shard_poison(msg: func.QueueMessage) -> None:
+    body = msg.get_body()
+    why = "its message failed the host's maxDequeueCount attempts and was moved to the poison queue"
     try:
-        task = shards.ShardTask.from_message(msg.get_body())
+        message = planning.PlanStep.from_message(body) if planning.is_plan_step(body) else \
+            shards.ShardTask.from_message(body)
     except ValueError as exc:
-        log.error("backup: a message in the poison queue is no shard message (%s); dropped", exc)
+        log.error("backup: a message in the poison queue is no shard or plan step message (%s); dropped", exc)
         return
     _, dest, config = shards.configured()
-    shards.record_failure(dest, config, task, "its message failed the host's maxDequeueCount attempts and "
-                                              "was moved to the poison queue")
+    if isinstance(message, planning.PlanStep):  # planning stopped for good: the run fails, nothing is lost
+        fanout.fail_step(dest, config, message, "PlanStepPoisoned", f"a plan step {why}")
+        return
+    shards.record_failure(dest, config, message, why)

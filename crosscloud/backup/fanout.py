@@ -1,17 +1,20 @@
 """Fan-out backup (`BACKUP_FANOUT=queue`): plan a run into shards, one queue message each.
 
-The planner takes the run lease (held, without a heartbeat, until the run's last shard ends
-it, or `BACKUP_FANOUT_RUN_HOURS`), aborts incomplete uploads a killed run left, then lists
-the source once and cuts it into key ranges of at most `BACKUP_SHARD_OBJECTS` objects and
+The first planning step (the timer, `POST /api/backup`, the CLI) takes the run lease (held,
+without a heartbeat, until the run's last shard ends it, or `BACKUP_FANOUT_RUN_HOURS`),
+aborts incomplete uploads a killed run left and writes the run header; then it lists the
+source and cuts it into key ranges of at most `BACKUP_SHARD_OBJECTS` objects and
 `BACKUP_SHARD_MB` MiB, sending one message per shard to the Storage queue
-`BACKUP_QUEUE_NAME` (identity-based connection `CROSSCLOUD_QUEUE__queueServiceUri`). Each
-message also names the previous run's index segments that cover its range, found by walking
-`index/segments.json` in step with the cut. Queue-triggered functions copy the shards
-(shards.py); the plan (runstate.py) is written last, so a run completes only once both the
-plan and every shard's result exist, whichever comes last. If planning fails after the lease
-was taken, the plan is written all the same, marked `failed` with the error's name, before
-the lease ends: every shard it queued then stops without copying and reports `cancelled`, a
-shard already copying reports as usual, and the last report completes the run as failed.
+`BACKUP_QUEUE_NAME` (identity-based connection `CROSSCLOUD_QUEUE__queueServiceUri`). A step
+that reaches its budget hands the rest to a plan step message on the same queue, run by the
+queue-triggered function (planning.py), until the listing ends. Queue-triggered functions
+copy the shards (shards.py); the plan (runstate.py) is written last, so a run completes only
+once both the plan and every shard's result exist, whichever comes last. If planning fails
+after the lease was taken (the first step at once, a later step once its message is
+poisoned, or when another run took the lease over), the plan is written all the same, marked
+`failed` with the error's name, before the lease ends: every shard it queued then stops
+without copying and reports `cancelled`, a shard already copying reports as usual, and the
+last report completes the run as failed.
 """
 
 from __future__ import annotations
@@ -22,16 +25,16 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import wait
 from dataclasses import dataclass
 from typing import Any
 
+from crosscloud.backup import planning
 from crosscloud.backup.config import MIB, BackupConfig
 from crosscloud.backup.lease import LEASE_NAME, Lease
-from crosscloud.backup.range import KeyRange
-from crosscloud.backup.report import BackupReport, utc_iso
-from crosscloud.backup.runstate import SEGMENTS, RunPaths, finish_if_complete, get_json, put_json
+from crosscloud.backup.report import utc_iso
+from crosscloud.backup.runstate import RunPaths, finish_if_complete, get_json, put_json
 from crosscloud.backup.shards import ShardTask, cancel
 from crosscloud.errors import CrossCloudError, SettingError
 from crosscloud.settings import Settings
@@ -39,7 +42,6 @@ from crosscloud.stores.base import ObjectStore
 
 log = logging.getLogger("crosscloud.backup")
 QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
-MAX_MESSAGE = 48 * 1024  # the queue takes 64 KiB per message; base64 (the host's default) adds a third
 
 
 @dataclass(frozen=True)
@@ -68,48 +70,6 @@ def enabled(settings: Settings | None = None) -> bool:
     return value == "queue"
 
 
-class _Segments:
-    """The previous run's index segments, walked in step with the shards being cut."""
-
-    def __init__(self, dest: ObjectStore, config: BackupConfig, order_name: str, order: Any):
-        pointer = get_json(dest, config.prefix + SEGMENTS)
-        usable = isinstance(pointer, dict) and pointer.get("order") == order_name
-        self._items = [(KeyRange.from_json(s), s["key"]) for s in pointer["segments"]] if usable else []
-        self._order, self._at = order, 0
-
-    def covering(self, wanted: KeyRange) -> tuple[tuple[KeyRange, str], ...]:
-        while self._at < len(self._items) and wanted.start_after is not None and \
-                self._items[self._at][0].end is not None and \
-                self._order(self._items[self._at][0].end) <= self._order(wanted.start_after):
-            self._at += 1  # wholly before this shard (and so before every later one)
-        found = []
-        for item in self._items[self._at:]:
-            if not item[0].overlaps(wanted, self._order):
-                break
-            found.append(item)
-        return tuple(found)
-
-
-def cut(source: ObjectStore, config: BackupConfig, fan: FanoutConfig,
-        deadline: float) -> Iterator[tuple[KeyRange, int, int]]:
-    """The source's key ranges in listing order: (range, objects, bytes); stops at `deadline`."""
-    start: str | None = None
-    count = size = 0
-    last: str | None = None
-    for page in source.list_pages(config.source_prefix, page_size=5000):
-        for info in page.items:
-            count, size, last = count + 1, size + info.size, info.key
-            if count >= fan.shard_objects or size >= fan.shard_bytes:
-                yield KeyRange(start, last), count, size
-                start, count, size = last, 0, 0
-        if time.monotonic() > deadline:
-            if count:
-                yield KeyRange(start, last), count, size
-            raise TimeoutError(last)
-    if count or start is None:
-        yield KeyRange(start, None), count, size  # the last shard is open-ended: new keys land in it
-
-
 class PlanFailed(CrossCloudError):
     """Planning failed; the run is recorded as failed, so the shards it queued stop at once."""
 
@@ -118,26 +78,31 @@ class PlanFailed(CrossCloudError):
 
 def plan_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupConfig, fan: FanoutConfig, *,
              max_seconds: float | None = None, run_id: str | None = None) -> dict[str, Any]:
-    """Plan one fan-out run and enqueue its shards; returns the plan. Raises `LeaseHeld` if a
-    run (fan-out or not) holds the lease, `PlanFailed` if planning failed after the lease."""
+    """Plan one fan-out run: its first planning step, inline, within `max_seconds` (default: the
+    step budget). Returns the plan, or the plan so far with `planning: continues` when a plan
+    step message carries on. Raises `LeaseHeld` if a run (fan-out or not) holds the lease,
+    `PlanFailed` if this step failed after the lease."""
     run_id = run_id or f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    started = time.monotonic()
-    deadline = started + (max_seconds if max_seconds is not None else config.time_budget_s)
+    budget = max_seconds if max_seconds is not None else planning.step_seconds(config)
+    deadline = time.monotonic() + budget
     Lease(dest, config.prefix + LEASE_NAME, run_id, fan.run_hours * 3600).acquire(heartbeat=False)
-    report = BackupReport(run_id, source.describe(), f"{dest.describe()} prefix {config.prefix}",
-                          utc_iso(dt.datetime.now(dt.UTC)))
-    plan: dict[str, Any] = {"run_id": run_id, "source": report.source, "destination": report.destination,
-                            "started": report.started, "order": source.listing_order, "status": "planned",
-                            "stop_reason": None, "objects": 0, "bytes": 0}
-    queued: list[tuple[ShardTask, Future[Any]]] = []
+    header: dict[str, Any] = {"run_id": run_id, "source": source.describe(),
+                              "destination": f"{dest.describe()} prefix {config.prefix}",
+                              "started": utc_iso(dt.datetime.now(dt.UTC)), "order": source.listing_order,
+                              "incomplete_uploads_aborted": 0}
+    step = planning.Step(source, dest, queue, config, fan, header, planning.PlanStep(run_id, 0))
     try:
-        plan["incomplete_uploads_aborted"] = dest.cleanup(config.prefix)
-        _enqueue(source, dest, queue, config, fan, deadline, plan, queued)
-        plan["shards"] = len(queued)
-        plan["planned_s"] = round(time.monotonic() - started, 3)
-        put_json(dest, RunPaths(config.prefix, run_id).plan, plan, create=True)
+        header["incomplete_uploads_aborted"] = dest.cleanup(config.prefix)
+        put_json(dest, RunPaths(config.prefix, run_id).planning, header, create=True)
+        plan = step.run(deadline)
     except BaseException as exc:
-        recorded = _record_failure(dest, config, plan, queued, exc)
+        wait([sent for _, sent in step.queued])
+        unsent = [task for task, sent in step.queued if sent.cancelled() or sent.exception() is not None]
+        why = f"{type(exc).__name__}: {exc.message}" if isinstance(exc, CrossCloudError) else type(exc).__name__
+        plan = {**step.so_far("failed"), "error": type(exc).__name__, "shards": len(step.queued),
+                "stop_reason": f"failed while planning, after {len(step.queued) - len(unsent)} shard(s) were "
+                               f"queued ({why}); they stop without copying"}
+        recorded = _record_failure(dest, config, plan, unsent, nothing_queued=len(unsent) == len(step.queued))
         if not isinstance(exc, Exception):
             raise  # interrupted (Ctrl-C, the host stopping): recorded, then as it was
         if not recorded:  # the plan was written after all (only its answer was lost): the run goes on
@@ -146,51 +111,73 @@ def plan_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupC
         raise PlanFailed(f"backup {run_id} {plan['stop_reason']}; the run's report follows once they have: "
                          f".crosscloud/runs/{run_id}/report.json under the backup prefix",
                          status=exc.status if isinstance(exc, CrossCloudError) else 500) from exc
-    log.info("backup %s planned: %d shards, %d objects, %.1f MiB in %.1f s", run_id, plan["shards"],
-             plan["objects"], plan["bytes"] / MIB, plan["planned_s"])
-    finish_if_complete(dest, config.prefix, run_id)  # shards that finished before the plan was written
-    return plan
+    return plan or {**step.so_far("planning"), "planning": "continues"}
 
 
-def _enqueue(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupConfig, fan: FanoutConfig,
-             deadline: float, plan: dict[str, Any], queued: list[tuple[ShardTask, Future[Any]]]) -> None:
-    """Cut the source and send one message per shard (appended to `queued` as sent); a failed
-    send stops the cut at once and is raised once every send in flight has ended."""
-    segments = _Segments(dest, config, plan["order"], source.sort_key)
-    checked = 0
-    with ThreadPoolExecutor(8, "backup-enqueue") as senders:
+def continue_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupConfig, fan: FanoutConfig,
+                 step: planning.PlanStep) -> dict[str, Any] | None:
+    """Run a plan step message (queue-triggered): the plan, or None if there was nothing to do.
+    A failure raises, so the host retries the step; `fail_step` records a poisoned one."""
+    paths = RunPaths(config.prefix, step.run_id)
+    written = get_json(dest, paths.plan)
+    if written is not None:  # a step delivered again after the plan was written (or recorded failed)
+        finish_if_complete(dest, config.prefix, step.run_id)
+        return None
+    header = get_json(dest, paths.planning)
+    if not isinstance(header, dict):
+        raise CrossCloudError(f"backup {step.run_id}: its run header is missing; cannot plan on",
+                              code="backup_plan_failed")
+    lease = get_json(dest, config.prefix + LEASE_NAME)
+    holder = lease.get("run_id") if isinstance(lease, dict) else None
+    if holder != step.run_id:  # the run outlived BACKUP_FANOUT_RUN_HOURS and another run took over
+        fail_step(dest, config, step, "LeaseLost", f"run {holder} took its lease over (the run outlived "
+                                                   "BACKUP_FANOUT_RUN_HOURS)")
+        return None
+    deadline = time.monotonic() + planning.step_seconds(config)
+    return planning.Step(source, dest, queue, config, fan, header, step).run(deadline)
+
+
+def fail_step(dest: ObjectStore, config: BackupConfig, step: planning.PlanStep, error: str, why: str) -> bool:
+    """Record the run failed from a plan step (poisoned, or its lease lost). The step's own tasks
+    may never have been sent: each is reported `cancelled` unless it has reported."""
+    paths = RunPaths(config.prefix, step.run_id)
+    header = get_json(dest, paths.planning)
+    if not isinstance(header, dict):
+        log.error("backup %s: a failed plan step of a run without a header; nothing to record", step.run_id)
+        return False
+    last = get_json(dest, paths.planning_error)
+    if isinstance(last, dict) and last.get("reason"):
+        why += f"; last attempt: {last['reason']}"
+    tasks: list[ShardTask] = []
+    while isinstance(data := get_json(dest, paths.task(step.next + len(tasks))), dict):
         try:
-            for key_range, count, size in cut(source, config, fan, deadline):
-                n = len(queued)
-                task = ShardTask(plan["run_id"], n, key_range, count, size, segments.covering(key_range))
-                body = task.to_message()
-                if len(body.encode()) > MAX_MESSAGE:  # index hints are optional: HEADs instead
-                    body = ShardTask(plan["run_id"], n, key_range, count, size).to_message()
-                queued.append((task, senders.submit(queue.send_message, body)))
-                plan["objects"], plan["bytes"] = plan["objects"] + count, plan["bytes"] + size
-                while checked < len(queued) and (queued[checked][1].done() or len(queued) - checked > 64):
-                    queued[checked][1].result()  # raises a failed send
-                    checked += 1
-        except TimeoutError:
-            plan["stop_reason"] = (f"planning reached its time budget after {plan['objects']} objects in "
-                                   f"{len(queued)} shards; the next run plans from the start again")
-    for _, sent in queued[checked:]:
-        sent.result()
+            tasks.append(ShardTask.from_message(data.get("body", "")))
+        except ValueError:
+            break  # unreadable: its message (the same body) cannot run a shard either
+    shards = step.next + len(tasks)
+    plan = {**header, "status": "failed", "error": error, "stop_reason": f"failed while planning, after {shards} "
+            f"shard(s) were cut ({why}); they stop without copying", "shards": shards,
+            "objects": step.objects + sum(t.objects for t in tasks), "bytes": step.bytes + sum(t.bytes for t in tasks)}
+    return _record_failure(dest, config, plan, tasks, nothing_queued=False)
 
 
-def _record_failure(dest: ObjectStore, config: BackupConfig, plan: dict[str, Any],
-                    queued: list[tuple[ShardTask, Future[Any]]], exc: BaseException) -> bool:
-    """Record the run as failed (`plan.json`, status `failed`, the error's name) while it still
-    holds the lease, so every shard it queued stops without copying and reports `cancelled`;
-    the last report completes the run (runstate.py) and ends the lease. False if the plan had
-    been written after all (its put failed only on the way back)."""
-    wait([sent for _, sent in queued])
-    unsent = [task for task, sent in queued if sent.cancelled() or sent.exception() is not None]
-    why = f"{type(exc).__name__}: {exc.message}" if isinstance(exc, CrossCloudError) else type(exc).__name__
+def note_step_error(dest: ObjectStore, config: BackupConfig, step: planning.PlanStep, exc: Exception,
+                    attempt: int) -> None:
+    """Keep why a plan step's attempt failed, so a poisoned step's report says more than 'failed'."""
+    why = exc.message if isinstance(exc, CrossCloudError) else f"unexpected {type(exc).__name__}"
+    try:
+        put_json(dest, RunPaths(config.prefix, step.run_id).planning_error, {"attempt": attempt, "reason": why})
+    except CrossCloudError:
+        log.warning("backup %s: could not record why a plan step failed", step.run_id)
+
+
+def _record_failure(dest: ObjectStore, config: BackupConfig, plan: dict[str, Any], unsent: list[ShardTask],
+                    nothing_queued: bool) -> bool:
+    """Record the run as failed (`plan`: status `failed`, the error's name) while it still
+    holds the lease, so every shard it queued stops without copying and reports `cancelled`
+    (`unsent`: those whose message may not have gone out); the last report completes the run
+    (runstate.py) and ends the lease. False if the plan had been written after all."""
     paths = RunPaths(config.prefix, plan["run_id"])
-    plan.update(status="failed", error=type(exc).__name__, shards=len(queued),
-                stop_reason=f"failed while planning, after {len(queued) - len(unsent)} shard(s) were queued "
-                            f"({why}); they stop without copying")
     log.error("backup %s %s", plan["run_id"], plan["stop_reason"])
     try:
         if not put_json(dest, paths.plan, plan, create=True):
@@ -204,7 +191,7 @@ def _record_failure(dest: ObjectStore, config: BackupConfig, plan: dict[str, Any
     except CrossCloudError as also:
         log.error("backup %s: could not record the failed plan (%s); the shards it queued copy their ranges "
                   "and its lease expires on its own (BACKUP_FANOUT_RUN_HOURS)", plan["run_id"], also.message)
-        if len(unsent) == len(queued):  # nothing was queued: no shard can be left running
+        if nothing_queued:  # no shard can be left running
             with contextlib.suppress(CrossCloudError):
                 Lease(dest, config.prefix + LEASE_NAME, plan["run_id"], 1).end_if_mine()
     return True
@@ -219,19 +206,28 @@ def wait_for_report(dest: ObjectStore, config: BackupConfig, plan: dict[str, Any
         report = get_json(dest, paths.report)
         if report is not None or time.monotonic() > deadline:
             return report
-        if progress is not None:
+        if progress is not None:  # while planning continues, the total is the shards cut so far
             done = sum(1 for page in dest.list_pages(paths.shards) for i in page.items if i.key.endswith(".json"))
-            progress(done, plan["shards"])
+            written = get_json(dest, paths.plan) if plan.get("planning") == "continues" else None
+            progress(done, (written or plan)["shards"])
         time.sleep(1.0)
+
+
+def _configured(settings: Settings) -> tuple[ObjectStore, ObjectStore, Any, BackupConfig, FanoutConfig]:
+    from crosscloud.backup.shards import configured
+    from crosscloud.stores import factory
+
+    _, dest, config = configured(settings)
+    fan = FanoutConfig.from_settings(settings)
+    source = factory.azure_store(settings, bulk=True)  # listing only, but one long pass: the bulk budget
+    return source, dest, factory.shard_queue(settings, fan.queue_name), config, fan
 
 
 def plan_configured(settings: Settings | None = None, *, max_seconds: float | None = None) -> dict[str, Any]:
     """Plan a fan-out run of the configured backup (timer, `POST /api/backup`, the CLI)."""
-    from crosscloud.backup.shards import configured
-    from crosscloud.stores import factory
+    return plan_run(*_configured(settings or Settings()), max_seconds=max_seconds)
 
-    settings = settings or Settings()
-    source, dest, config = configured(settings)
-    fan = FanoutConfig.from_settings(settings)
-    source = factory.azure_store(settings, bulk=True)  # listing only, but one long pass: the bulk budget
-    return plan_run(source, dest, factory.shard_queue(settings, fan.queue_name), config, fan, max_seconds=max_seconds)
+
+def continue_configured(step: planning.PlanStep, settings: Settings | None = None) -> dict[str, Any] | None:
+    """Run a plan step message of the configured backup (the queue-triggered function)."""
+    return continue_run(*_configured(settings or Settings()), step)

@@ -3,8 +3,13 @@
 Layout under `<prefix>.crosscloud/` (every object written by exactly one writer, or created
 with `If-None-Match: *` so that exactly one of several writers wins):
 
+    runs/<run>/planning.json        the run header (source, destination, start, order), by the
+                                    first planning step, for the step that writes the plan
+    runs/<run>/tasks/<n>.json       shard n's message, created before it is sent (planning.py)
+    runs/<run>/planning.error       why a plan step's last attempt failed (for the poison report)
     runs/<run>/plan.json            the plan: shard count, totals, status `planned` or `failed`
-                                    (created by the planner, last; see fanout.py)
+                                    (created by the planning step that reaches the end of the
+                                    listing, last; see fanout.py)
     runs/<run>/shards/<n>.json      shard n's result (created once: a redelivery finds it)
     runs/<run>/shards/<n>.lease     shard n's lease (lease.py): one host works a shard at once
     runs/<run>/shards/<n>.error     why shard n's last attempt failed (for the poison report)
@@ -51,6 +56,14 @@ class RunPaths:
         return self.root + "plan.json"
 
     @property
+    def planning(self) -> str:
+        return self.root + "planning.json"
+
+    @property
+    def planning_error(self) -> str:
+        return self.root + "planning.error"
+
+    @property
     def report(self) -> str:
         return self.root + "report.json"
 
@@ -66,6 +79,9 @@ class RunPaths:
 
     def error(self, n: int) -> str:
         return f"{self.shards}{n:06d}.error"
+
+    def task(self, n: int) -> str:
+        return f"{self.root}tasks/{n:06d}.json"
 
     def segment(self, n: int) -> str:
         return f"{self.root}index/{n:06d}.jsonl.gz"

@@ -64,6 +64,8 @@ class ShardTask:
     def from_message(cls, body: bytes | str) -> ShardTask:
         try:
             data = json.loads(body)
+            if data.get("kind", "shard") != "shard":  # a plan step (planning.py) is no shard
+                raise ValueError(f"a {data['kind']!r} message, not a shard message")
             if data.get("v") != 1 or not isinstance(data["run"], str) or not isinstance(data["n"], int):
                 raise ValueError("not a version 1 shard message")
             segments = tuple((KeyRange.from_json(s), str(s["key"])) for s in data.get("index", []))

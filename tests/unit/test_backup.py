@@ -70,10 +70,11 @@ class FakeStore(ObjectStore):
         return ObjectInfo(key, len(blob.data), EPOCH, blob.etag, blob.content_type, blob.md5,
                           dict(blob.metadata) if with_metadata else None)
 
-    def list_pages(self, prefix: str = "", page_token: str | None = None,
-                   page_size: int | None = None) -> Iterator[Page]:
+    def list_pages(self, prefix: str = "", page_size: int | None = None,
+                   start_after: str | None = None) -> Iterator[Page]:
         self.calls["list"] += 1
         keys = sorted((k for k in self.blobs if k.startswith(prefix)), key=lambda k: k.encode())
+        keys = [k for k in keys if start_after is None or k.encode() > start_after.encode()]
         for start in range(0, len(keys), self.max_page_size):
             chunk = keys[start:start + self.max_page_size]
             more = start + self.max_page_size < len(keys)

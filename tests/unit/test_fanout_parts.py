@@ -8,7 +8,8 @@ import datetime as dt
 import pytest
 
 from crosscloud.backup.config import BackupConfig
-from crosscloud.backup.fanout import FanoutConfig, cut
+from crosscloud.backup.fanout import FanoutConfig
+from crosscloud.backup.planning import PlanStep, cut, is_plan_step
 from crosscloud.backup.range import KeyRange
 from crosscloud.backup.runstate import combine
 from crosscloud.backup.shards import ShardTask
@@ -60,6 +61,41 @@ def test_cut_bounds_objects_and_bytes_and_leaves_the_last_range_open():
 def test_cut_of_an_empty_source_is_one_open_shard():
     shards = list(cut(MemoryStore("s3", {}), BackupConfig(), FanoutConfig(), deadline=float("inf")))
     assert [(r, n) for r, n, _ in shards] == [(KeyRange(None, None), 0)]
+
+
+def test_cut_holds_a_full_range_back_so_the_last_one_is_open_even_when_it_fills_exactly():
+    store = MemoryStore("s3", {f"k{i}": b"x" for i in range(6)})
+    shards = list(cut(store, BackupConfig(), FanoutConfig(shard_objects=3), deadline=float("inf"), page_size=2))
+    assert [(r.start_after, r.end, n) for r, n, _ in shards] == [(None, "k2", 3), ("k2", None, 3)]
+
+
+def test_cut_at_its_deadline_yields_what_a_page_gave_and_stops_unless_the_listing_ended():
+    store = MemoryStore("s3", {f"k{i}": b"x" for i in range(7)}, page_size=4)
+    fan = FanoutConfig(shard_objects=3)
+    ranges = cut(store, BackupConfig(), fan, deadline=0, start_after="k0", page_size=4)
+    got = [(r.start_after, r.end, n) for _, (r, n, _) in zip(range(2), ranges, strict=False)]
+    assert got == [("k0", "k3", 3), ("k3", "k4", 1)]  # deadline long gone: one page (4 keys)...
+    with pytest.raises(TimeoutError):
+        next(ranges)  # ...then it hands over
+    tail = [(r.start_after, r.end, n) for r, n, _ in cut(store, BackupConfig(), fan, 0, "k4", page_size=4)]
+    assert tail == [("k4", None, 2)]  # the last page: no deadline, the open-ended range
+    assert [(r.start_after, r.end, n) for r, n, _ in cut(store, BackupConfig(), fan, 0, "k6")] == [("k6", None, 0)]
+
+
+def test_plan_step_and_shard_messages_are_never_taken_for_each_other():
+    step = PlanStep("run-1", 4, 120, 9000)
+    assert PlanStep.from_message(step.to_message().encode()) == step
+    assert is_plan_step(step.to_message())
+    shard = ShardTask("run-1", 3, KeyRange("a", None)).to_message()
+    assert not is_plan_step(shard)
+    assert not is_plan_step(b"not json")
+    with pytest.raises(ValueError, match="malformed backup shard message: a 'plan' message"):
+        ShardTask.from_message(step.to_message())
+    for bad in (shard, '{"v": 1, "kind": "plan", "run": "r", "next": 0, "objects": 0, "bytes": 0}',
+                '{"v": 1, "kind": "plan", "run": "r", "next": 2, "objects": -1, "bytes": 0}',
+                '{"v": 1, "kind": "plan", "run": "r", "next": true, "objects": 0, "bytes": 0}'):
+        with pytest.raises(ValueError, match="malformed backup plan step message"):
+            PlanStep.from_message(bad)
 
 
 def test_a_shard_message_round_trips_and_malformed_ones_are_refused():
