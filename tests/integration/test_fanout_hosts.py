@@ -159,3 +159,32 @@ def test_a_shard_that_always_fails_lands_in_the_poison_queue_and_the_report(fan,
     assert f"moved to {os.environ['BACKUP_QUEUE_NAME']}-poison" in log
     assert "Executed 'Functions.backup_shard_poison' (Succeeded" in log
     assert fan.poison.peek_messages() == []  # handled, not left behind
+
+
+def test_planning_handed_over_on_the_queue_is_finished_by_a_host_and_the_run_completes(
+        fan, hosts, monkeypatch):  # noqa: F811
+    """A plan step message (here: after a first step cut one listing page) is run by a host's
+    queue trigger like a shard message: it cuts the rest, writes the plan, and the two hosts
+    copy every shard; one report, every object byte-exact."""
+    from crosscloud.backup import planning
+
+    files = {f"d/{i:02d}.bin": os.urandom(1500 + i) for i in range(24)}
+    fan.seed(files)
+    monkeypatch.setenv("BACKUP_SHARD_OBJECTS", "3")
+    monkeypatch.setattr(planning, "PAGE_SIZE", 4)
+    first = fanout.plan_configured(max_seconds=0)  # one page, then the queue carries planning on
+    assert (first["planning"], first["shards"]) == ("continues", 2)
+    a, b = ports()
+    hosts.start(a, **{f"{QUEUES}maxPollingInterval": "00:00:00.200"})
+    hosts.start(b, **{f"{QUEUES}maxPollingInterval": "00:00:00.200"})
+    report = wait_for(lambda: fan.reserved(f"runs/{first['run_id']}/report.json"), 120, "the run's report")
+    assert (report["copied"], report["failed_count"], report["complete"]) == (24, 0, True)
+    plan = fan.reserved(f"runs/{first['run_id']}/plan.json")
+    assert (plan["status"], plan["objects"]) == ("planned", 24)
+    ranges = [json.loads(fan.reserved(f"runs/{first['run_id']}/tasks/{n:06d}.json")["body"])["range"]
+              for n in range(plan["shards"])]
+    assert (ranges[0]["start_after"], ranges[-1]["end"]) == (None, None)
+    assert all(r["end"] == after["start_after"] for r, after in zip(ranges, ranges[1:], strict=False))
+    fan.assert_identical(list(files))
+    ran = sum(hosts.log(port).count("Executed 'Functions.backup_shard' (Succeeded") for port in (a, b))
+    assert ran == plan["shards"] + 1  # every shard once, and the one plan step
