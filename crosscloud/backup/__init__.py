@@ -4,7 +4,7 @@
 budgets, leases and reports; `config`, `index`, `report`, `stream` and `lease` serve them.
 `restore` is the same run the other way, with `restore_plan`'s planner.
 Fan-out (`BACKUP_FANOUT=queue`): `fanout` plans a run into key-range shards on a Storage
-queue, `shards` copies one with the same run loop (`run.CopyRun`), `runstate` keeps the run's state and
+queue (`planning`: in steps that continue on the queue), `shards` copies one with the same run loop (`run.CopyRun`), `runstate` keeps the run's state and
 writes its report; `range` is the key range they share.
 """
 
