@@ -249,3 +249,28 @@ def test_the_tail_past_a_full_listing_page_is_planned_by_a_plan_step_when_the_bu
     assert (plan["status"], plan["shards"], plan["objects"], plan["stop_reason"]) == ("planned", 2, 5001, None)
     last = ranges_of(tasks(fan, first["run_id"]))[-1]
     assert (last.start_after, last.end) == (fan.source + names[4999], None)
+
+
+def test_one_plan_step_delivered_twice_at_once_cuts_each_shard_once(steps, monkeypatch):
+    """Two hosts handed the same plan step at once: task n is created by one of them only
+    (`If-None-Match: *`); the other re-sends what exists or stops. However they interleave,
+    the tasks stay contiguous, every object is copied once, and the run reports once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = fanout.plan_configured()
+    messages = steps.messages()
+    [step_message] = [m for m in messages if json.loads(m.content).get("kind") == "plan"]
+    puts = count_calls(monkeypatch, factory.s3_store(backup=True), "put")
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda attempt: deliver([step_message], dequeue_count=attempt), (1, 2)))
+    deliver([m for m in messages if m is not step_message])
+    for message in messages:
+        steps.queue.delete_message(message)
+    drain(steps)
+    written = tasks(steps, first["run_id"])
+    assert_cover_the_key_space(ranges_of(written))
+    assert sum(json.loads(t["body"])["objects"] for t in written) == len(FILES)
+    report = steps.reserved(f"runs/{first['run_id']}/report.json")
+    assert (report["copied"], report["complete"]) == (len(FILES), True)
+    assert sorted(data_keys(puts)) == sorted(steps.dest + steps.source + name for name in FILES)  # once each
+    steps.assert_identical(list(FILES))
