@@ -5,7 +5,7 @@ import sys
 
 MODULES = ("bench.listing_bench", "bench.backup_bench", "bench.backup_memory_bench", "bench.read_bench",
            "bench.load_bench", "bench.restore_bench",
-           "bench.fanout_bench", "bench.small_objects_bench")
+           "bench.fanout_bench", "bench.planning_bench", "bench.small_objects_bench")
 
 for name in MODULES:
     try:
