@@ -130,8 +130,8 @@ def continue_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: Bac
     lease = get_json(dest, config.prefix + LEASE_NAME)
     holder = lease.get("run_id") if isinstance(lease, dict) else None
     if holder != step.run_id:  # the run outlived BACKUP_FANOUT_RUN_HOURS and another run took over
-        fail_step(dest, config, step, "LeaseLost", f"run {holder} took its lease over (the run outlived "
-                                                   "BACKUP_FANOUT_RUN_HOURS)")
+        taken = f"run {holder} took its lease over" if holder else "its lease is gone"
+        fail_step(dest, config, step, "LeaseLost", f"{taken} (the run outlived BACKUP_FANOUT_RUN_HOURS)")
         return None
     deadline = time.monotonic() + planning.step_seconds(config)
     return planning.Step(source, dest, queue, config, fan, header, step).run(deadline)
