@@ -177,8 +177,9 @@ def _backup_fan_out(args: argparse.Namespace) -> int:
 
     plan = fanout.plan_configured()
     _, dest, config = shards.configured()
-    print(f"backup {plan['run_id']}: {plan['shards']} shard(s) queued ({plan['objects']} objects); waiting "
-          "for the queue-triggered function to copy them", file=sys.stderr)
+    so_far = "so far; planning continues in a queue message" if plan.get("planning") == "continues" else "in all"
+    print(f"backup {plan['run_id']}: {plan['shards']} shard(s) queued ({plan['objects']} objects {so_far}); "
+          "waiting for the queue-triggered function to copy them", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():

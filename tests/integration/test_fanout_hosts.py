@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from crosscloud import cli
 from crosscloud.backup import fanout
 from tests.integration.test_fanout import MIB, fan  # noqa: F401 - the fixture
 
@@ -162,23 +164,27 @@ def test_a_shard_that_always_fails_lands_in_the_poison_queue_and_the_report(fan,
 
 
 def test_planning_handed_over_on_the_queue_is_finished_by_a_host_and_the_run_completes(
-        fan, hosts, monkeypatch):  # noqa: F811
-    """A plan step message (here: after a first step cut one listing page) is run by a host's
-    queue trigger like a shard message: it cuts the rest, writes the plan, and the two hosts
-    copy every shard; one report, every object byte-exact."""
+        fan, hosts, monkeypatch, capsys):  # noqa: F811
+    """`backup --fan-out` whose first plan step cuts one listing page: the plan step message is
+    run by a host's queue trigger like a shard message (it cuts the rest and writes the plan),
+    the two hosts copy every shard, and the CLI prints the one report; every object byte-exact."""
     from crosscloud.backup import planning
 
     files = {f"d/{i:02d}.bin": os.urandom(1500 + i) for i in range(24)}
     fan.seed(files)
     monkeypatch.setenv("BACKUP_SHARD_OBJECTS", "3")
     monkeypatch.setattr(planning, "PAGE_SIZE", 4)
-    first = fanout.plan_configured(max_seconds=0)  # one page, then the queue carries planning on
-    assert (first["planning"], first["shards"]) == ("continues", 2)
+    monkeypatch.setattr(planning, "STEP_SECONDS", 0.0)  # this process's step: one page, then the queue
     a, b = ports()
     hosts.start(a, **{f"{QUEUES}maxPollingInterval": "00:00:00.200"})
     hosts.start(b, **{f"{QUEUES}maxPollingInterval": "00:00:00.200"})
-    report = wait_for(lambda: fan.reserved(f"runs/{first['run_id']}/report.json"), 120, "the run's report")
+    assert cli.main(["backup", "--fan-out", "--json", "--wait", "120"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert re.search(r": [1-9]\d* shard\(s\) queued \(\d+ objects so far; planning continues in a queue message\)",
+                     err), err
     assert (report["copied"], report["failed_count"], report["complete"]) == (24, 0, True)
+    first = {"run_id": report["run_id"]}
     plan = fan.reserved(f"runs/{first['run_id']}/plan.json")
     assert (plan["status"], plan["objects"]) == ("planned", 24)
     ranges = [json.loads(fan.reserved(f"runs/{first['run_id']}/tasks/{n:06d}.json")["body"])["range"]
