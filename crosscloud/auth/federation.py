@@ -38,6 +38,7 @@ import boto3
 import botocore.session
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
+from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.credentials import (
     AssumeRoleWithWebIdentityCredentialFetcher,
@@ -209,14 +210,18 @@ def federated_session(credential: TokenCredential, target: FederationTarget, *, 
 
     The STS client is made by this same session, as botocore's own web-identity provider
     does: one data loader, so the service list, endpoints and models are read once, not twice
-    (about 50 ms of CPU at start-up). Its call is unsigned, so it never needs the credentials
-    it is fetching.
+    (about 50 ms of CPU at start-up). It is made here, once, after the provider is registered
+    (so making it never looks for other credentials), not at each refresh from whichever
+    thread refreshes: a botocore session is not thread-safe. Its call is unsigned, so it never
+    needs the credentials it is fetching.
     """
     session = sts_session(target.region)
-    credentials = refreshable_credentials(credential, target, session_name=session_name, sts_config=sts_config,
-                                          client_creator=sts_client_creator(session, sts_config))
+    sts: list[Any] = []  # the fetcher asks for its client at each refresh: always this one
+    credentials = refreshable_credentials(credential, target, session_name=session_name,
+                                          client_creator=lambda *_, **__: sts[0])
     session.register_component("credential_provider",
                                CredentialResolver([FederatedCredentialProvider(credentials)]))
+    sts.append(sts_client_creator(session, sts_config)("sts", config=Config(signature_version=UNSIGNED)))
     return session
 
 
