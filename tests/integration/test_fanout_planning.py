@@ -274,3 +274,48 @@ def test_one_plan_step_delivered_twice_at_once_cuts_each_shard_once(steps, monke
     assert (report["copied"], report["complete"]) == (len(FILES), True)
     assert sorted(data_keys(puts)) == sorted(steps.dest + steps.source + name for name in FILES)  # once each
     steps.assert_identical(list(FILES))
+
+
+def test_an_old_plan_step_delivered_again_re_sends_only_its_own_tasks_and_hands_over_at_its_deadline(
+        steps, monkeypatch):
+    """Step 2 cut tasks 2-3 and handed over to step 4, which cut on; then step 2's message comes
+    back (its host was killed before completing it). It re-sends only the tasks step 2 cut, never
+    step 4's (thousands, in a large run), and at its deadline it hands the rest of its own
+    re-send to a message (`"step": 2`), which stops quietly at step 4's first task."""
+    first = fanout.plan_configured()
+    taken = steps.messages()  # each taken for 60 s: run (and deleted) at the end
+    [step2] = [m for m in taken if json.loads(m.content).get("kind") == "plan"]
+    deliver([step2])
+    taken += steps.messages()
+    [step4] = [m for m in taken if json.loads(m.content).get("kind") == "plan" and m is not step2]
+    deliver([step4])
+    assert [json.loads(t["body"])["n"] for t in tasks(steps, first["run_id"])] == [0, 1, 2, 3, 4, 5]
+    assert [t["step"] for t in tasks(steps, first["run_id"])] == [0, 0, 2, 2, 4, 4]
+    queue = factory.shard_queue(Settings(), os.environ["BACKUP_QUEUE_NAME"])
+    real_send, sent = queue.send_message, []
+
+    def recording(body: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(json.loads(body))
+        return real_send(body, *args, **kwargs)
+
+    monkeypatch.setattr(queue, "send_message", recording)
+    deliver([step2], dequeue_count=2)  # the deadline (0 s here) is long gone after one re-send
+    assert [m.get("n", m.get("kind")) for m in sent] == [2, "plan"]
+    assert (sent[1]["next"], sent[1]["step"]) == (3, 2)
+    taken += steps.messages()
+    [again] = [m for m in taken if json.loads(m.content).get("kind") == "plan" and json.loads(m.content)["next"] == 3]
+    sent.clear()
+    deliver([again])
+    assert [m.get("n", m.get("kind")) for m in sent] == [3]  # then task 4: step 4's, whose message carries on
+    assert steps.reserved(f"runs/{first['run_id']}/plan.json") is None
+    assert [json.loads(t["body"])["n"] for t in tasks(steps, first["run_id"])] == [0, 1, 2, 3, 4, 5]
+
+    for message in taken:  # the shards and step 6's message, and the old steps once more (nothing to do)
+        deliver([message])
+        steps.queue.delete_message(message)
+    drain(steps)
+    written = tasks(steps, first["run_id"])
+    assert_cover_the_key_space(ranges_of(written))
+    report = steps.reserved(f"runs/{first['run_id']}/report.json")
+    assert (report["copied"], report["complete"]) == (len(FILES), True)
+    steps.assert_identical(list(FILES))

@@ -4,6 +4,7 @@ combined report, and devstack's reading of the host's queue settings."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -89,11 +90,15 @@ def test_plan_step_and_shard_messages_are_never_taken_for_each_other():
     shard = ShardTask("run-1", 3, KeyRange("a", None)).to_message()
     assert not is_plan_step(shard)
     assert not is_plan_step(b"not json")
+    resend = PlanStep("run-1", 7, 1, 2, step=4)  # re-sends step 4's tasks from 7 on
+    assert PlanStep.from_message(resend.to_message()) == resend
+    assert (resend.mark, step.mark, json.loads(step.to_message())["step"]) == (4, 4, 4)
     with pytest.raises(ValueError, match="malformed backup shard message: a 'plan' message"):
         ShardTask.from_message(step.to_message())
     for bad in (shard, '{"v": 1, "kind": "plan", "run": "r", "next": 0, "objects": 0, "bytes": 0}',
                 '{"v": 1, "kind": "plan", "run": "r", "next": 2, "objects": -1, "bytes": 0}',
-                '{"v": 1, "kind": "plan", "run": "r", "next": true, "objects": 0, "bytes": 0}'):
+                '{"v": 1, "kind": "plan", "run": "r", "next": true, "objects": 0, "bytes": 0}',
+                '{"v": 1, "kind": "plan", "run": "r", "next": 2, "objects": 0, "bytes": 0, "step": 3}'):
         with pytest.raises(ValueError, match="malformed backup plan step message"):
             PlanStep.from_message(bad)
 
