@@ -34,7 +34,7 @@ from crosscloud.backup import planning
 from crosscloud.backup.config import MIB, BackupConfig
 from crosscloud.backup.lease import LEASE_NAME, Lease
 from crosscloud.backup.report import utc_iso
-from crosscloud.backup.runstate import RunPaths, finish_if_complete, get_json, put_json
+from crosscloud.backup.runstate import RunPaths, exists, finish_if_complete, get_json, put_json
 from crosscloud.backup.shards import ShardTask, cancel
 from crosscloud.errors import CrossCloudError, SettingError
 from crosscloud.settings import Settings
@@ -175,8 +175,10 @@ def _record_failure(dest: ObjectStore, config: BackupConfig, plan: dict[str, Any
                     nothing_queued: bool) -> bool:
     """Record the run as failed (`plan`: status `failed`, the error's name) while it still
     holds the lease, so every shard it queued stops without copying and reports `cancelled`
-    (`unsent`: those whose message may not have gone out); the last report completes the run
-    (runstate.py) and ends the lease. False if the plan had been written after all."""
+    (`unsent`: those whose message may not have gone out, cancelled here unless a host has
+    taken the shard's lease: that one is copying, or will read the failed plan, and reports);
+    the last report completes the run (runstate.py) and ends the lease. False if the plan had
+    been written after all."""
     paths = RunPaths(config.prefix, plan["run_id"])
     log.error("backup %s %s", plan["run_id"], plan["stop_reason"])
     try:
@@ -186,7 +188,8 @@ def _record_failure(dest: ObjectStore, config: BackupConfig, plan: dict[str, Any
                 log.warning("backup %s: its plan was written after all; the run goes on", plan["run_id"])
                 return False
         for task in unsent:  # perhaps queued all the same: such a message finds its result and stops
-            cancel(dest, config, task, "its message may not have been queued")
+            if not exists(dest, paths.lease(task.n)):  # a shard a host has taken reports as usual
+                cancel(dest, config, task, "its message may not have been queued", finish=False)
         finish_if_complete(dest, config.prefix, plan["run_id"])  # no shard queued: the run ends here
     except CrossCloudError as also:
         log.error("backup %s: could not record the failed plan (%s); the shards it queued copy their ranges "

@@ -319,3 +319,55 @@ def test_an_old_plan_step_delivered_again_re_sends_only_its_own_tasks_and_hands_
     report = steps.reserved(f"runs/{first['run_id']}/report.json")
     assert (report["copied"], report["complete"]) == (len(FILES), True)
     steps.assert_identical(list(FILES))
+
+
+def test_a_poisoned_plan_step_leaves_a_shard_that_is_copying_to_report_as_usual(steps, monkeypatch):
+    """Step 2 cut tasks 2 and 3, sent shard 2 and failed sending shard 3, every attempt. Shard 2
+    is copying (its host holds the shard lease) when the step lands in the poison queue: the
+    run is recorded failed, the shard the step never sent (3) is cancelled, shard 2 is not:
+    it finishes its copy and reports `done`, and its copies count in the run's report."""
+    from blueprints.backup import backup_shard_poison
+
+    first = fanout.plan_configured()
+    taken = steps.messages()
+    [step2] = [m for m in taken if json.loads(m.content).get("kind") == "plan"]
+    queue = factory.shard_queue(Settings(), os.environ["BACKUP_QUEUE_NAME"])
+    real_send = queue.send_message
+
+    def refuse_shard_3(body: str, *args: Any, **kwargs: Any) -> Any:
+        if json.loads(body).get("n") == 3:
+            raise UpstreamError("the queue service refused the message (injected)", status=503)
+        return real_send(body, *args, **kwargs)
+
+    monkeypatch.setattr(queue, "send_message", refuse_shard_3)
+    with pytest.raises(UpstreamError):
+        deliver([step2])  # as every attempt until the host gives up on it
+    taken += steps.messages()
+    shard2 = next(m for m in taken if json.loads(m.content).get("n") == 2)
+    dest = factory.s3_store(backup=True)
+    real_put, poisoned = dest.put, []
+
+    def poison_midway(key: str, *args: Any, **kwargs: Any) -> Any:
+        if ".crosscloud/" not in key and not poisoned:  # shard 2's first copy: the step is poisoned now
+            poisoned.append(key)
+            import azure.functions.queue as fq
+
+            backup_shard_poison(fq.QueueMessage(id=step2.id, body=step2.content))
+        return real_put(key, *args, **kwargs)
+
+    monkeypatch.setattr(dest, "put", poison_midway)
+    deliver([shard2])
+    assert poisoned
+    plan = steps.reserved(f"runs/{first['run_id']}/plan.json")
+    assert (plan["status"], plan["error"], plan["shards"]) == ("failed", "PlanStepPoisoned", 4)
+    result = lambda n: steps.reserved(f"runs/{first['run_id']}/shards/{n:06d}.json")  # noqa: E731
+    assert (result(2)["status"], result(3)["status"]) == ("done", "cancelled")
+    assert steps.reserved(f"runs/{first['run_id']}/report.json") is None  # shards 0 and 1 have not reported
+    for message in taken:
+        deliver([message])
+        steps.queue.delete_message(message)
+    assert [result(n)["status"] for n in range(4)] == ["cancelled", "cancelled", "done", "cancelled"]
+    report = steps.reserved(f"runs/{first['run_id']}/report.json")
+    assert (report["complete"], report["copied"], report["pending"]) == (False, 3, 3 + 1 + 1)
+    assert steps.data_keys() == {"f/04.bin", "f/05.bin", "f/06.bin"}  # shard 2's range: keys 4-6
+    steps.assert_identical(["f/04.bin", "f/05.bin", "f/06.bin"])
