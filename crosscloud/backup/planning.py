@@ -43,6 +43,11 @@ PAGE_SIZE = 5000  # keys per listing page: the most Azure returns
 STEP_SECONDS: float | None = None  # a step's budget; None: BACKUP_TIME_BUDGET_SECONDS (tests: 0, a page a step)
 
 
+class _CutDeadline(Exception):
+    """The step's own deadline: hand over. Private, so that a real timeout (a socket's
+    `TimeoutError`) fails the step, which the host retries, never hands over for ever."""
+
+
 def step_seconds(config: BackupConfig) -> float:
     return STEP_SECONDS if STEP_SECONDS is not None else config.time_budget_s
 
@@ -120,7 +125,7 @@ def cut(source: ObjectStore, config: BackupConfig, fan: FanoutConfig, deadline: 
     The range that reaches the end of the listing is open-ended (new keys land in it); a full
     range is held back until a later key shows it is not the last. At `deadline` (checked
     after each page but the last, once there is a range to yield) it yields what it has and
-    raises `TimeoutError`, so a step always cuts at least one range.
+    raises `_CutDeadline`, so a step always cuts at least one range.
     """
     start, count, size, last = start_after, 0, 0, start_after
     full: tuple[KeyRange, int, int] | None = None
@@ -141,7 +146,7 @@ def cut(source: ObjectStore, config: BackupConfig, fan: FanoutConfig, deadline: 
                     yield full
                 if count:
                     yield KeyRange(start, last), count, size
-                raise TimeoutError(last)
+                raise _CutDeadline(last)
     if full is not None:
         yield KeyRange(full[0].start_after, None), full[1], full[2]
     else:
@@ -184,12 +189,12 @@ class Step:
                         break
                     if resent and time.monotonic() > deadline:
                         self.resending = True  # the next message re-sends the rest, as this step
-                        raise TimeoutError(self.next)
+                        raise _CutDeadline(self.next)
                     self._send(senders, *existing[:2])  # a step run again: the cut stays as it was
                     start, done, resent = existing[0].key_range.end, existing[0].key_range.end is None, resent + 1
                 if not done and not later:
                     done, owned = self._cut(senders, deadline, start)
-            except TimeoutError:
+            except _CutDeadline:
                 pass
             self._wait()
         if later:

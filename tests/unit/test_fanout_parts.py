@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
 
+from crosscloud.backup import planning
 from crosscloud.backup.config import BackupConfig
 from crosscloud.backup.fanout import FanoutConfig
 from crosscloud.backup.planning import PlanStep, cut, is_plan_step
@@ -76,11 +78,36 @@ def test_cut_at_its_deadline_yields_what_a_page_gave_and_stops_unless_the_listin
     ranges = cut(store, BackupConfig(), fan, deadline=0, start_after="k0", page_size=4)
     got = [(r.start_after, r.end, n) for _, (r, n, _) in zip(range(2), ranges, strict=False)]
     assert got == [("k0", "k3", 3), ("k3", "k4", 1)]  # deadline long gone: one page (4 keys)...
-    with pytest.raises(TimeoutError):
+    with pytest.raises(planning._CutDeadline):  # the step's own deadline
         next(ranges)  # ...then it hands over
     tail = [(r.start_after, r.end, n) for r, n, _ in cut(store, BackupConfig(), fan, 0, "k4", page_size=4)]
     assert tail == [("k4", None, 2)]  # the last page: no deadline, the open-ended range
     assert [(r.start_after, r.end, n) for r, n, _ in cut(store, BackupConfig(), fan, 0, "k6")] == [("k6", None, 0)]
+
+
+def test_a_real_timeout_while_cutting_fails_the_step_instead_of_handing_over():
+    """A socket's TimeoutError from the listing is an error (the host retries the step, then
+    poisons it), never the step's own deadline: no hand-over message, the error raised."""
+
+    class TimingOut(MemoryStore):
+        def list_pages(self, prefix: str = "", page_size: int | None = None,
+                       start_after: str | None = None) -> Any:
+            pages = super().list_pages(prefix, page_size, start_after)
+            yield next(pages)
+            raise TimeoutError("The read operation timed out")
+
+    class Queue:
+        sent: list[str] = []
+
+        def send_message(self, body: str) -> None:
+            self.sent.append(body)
+
+    source, dest, queue = TimingOut("azure", {f"k{i}": b"x" for i in range(9)}), MemoryStore("s3"), Queue()
+    header = {"run_id": "r", "started": "2026-01-01T00:00:00Z", "order": source.listing_order}
+    step = planning.Step(source, dest, queue, BackupConfig(), FanoutConfig(shard_objects=2), header, PlanStep("r", 0))
+    with pytest.raises(TimeoutError, match="timed out"):
+        step.run(deadline=float("inf"))
+    assert not [m for m in queue.sent if is_plan_step(m)]
 
 
 def test_plan_step_and_shard_messages_are_never_taken_for_each_other():
