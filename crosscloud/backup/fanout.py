@@ -81,7 +81,12 @@ def plan_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupC
     """Plan one fan-out run: its first planning step, inline, within `max_seconds` (default: the
     step budget). Returns the plan, or the plan so far with `planning: continues` when a plan
     step message carries on. Raises `LeaseHeld` if a run (fan-out or not) holds the lease,
-    `PlanFailed` if this step failed after the lease."""
+    `PlanFailed` if this step failed after the lease.
+
+    Once the run header is written, a safety plan step (`next` 0) goes to the queue, invisible
+    until well after this step's budget: should this process be killed mid-step, that message
+    carries the plan on (re-sending this step's tasks, then cutting on), so the run still
+    reports; a step that ends normally deletes it."""
     run_id = run_id or f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     budget = max_seconds if max_seconds is not None else planning.step_seconds(config)
     deadline = time.monotonic() + budget
@@ -94,6 +99,8 @@ def plan_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupC
     try:
         header["incomplete_uploads_aborted"] = dest.cleanup(config.prefix)
         put_json(dest, RunPaths(config.prefix, run_id).planning, header, create=True)
+        safety = queue.send_message(planning.PlanStep(run_id, 0).to_message(),
+                                    visibility_timeout=planning.safety_delay(budget))
         plan = step.run(deadline)
     except BaseException as exc:
         wait([sent for _, sent in step.queued])
@@ -111,7 +118,19 @@ def plan_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupC
         raise PlanFailed(f"backup {run_id} {plan['stop_reason']}; the run's report follows once they have: "
                          f".crosscloud/runs/{run_id}/report.json under the backup prefix",
                          status=exc.status if isinstance(exc, CrossCloudError) else 500) from exc
+    _withdraw(queue, safety, run_id)
     return plan or {**step.so_far("planning"), "planning": "continues"}
+
+
+def _withdraw(queue: Any, safety: Any, run_id: str) -> None:
+    """Delete the first step's safety message once the step has ended normally. Should the
+    delete fail, the message runs later all the same and changes nothing: it sees the plan,
+    or re-sends the first step's own tasks and stops at the next step's (planning.py)."""
+    try:
+        queue.delete_message(safety)
+    except Exception as exc:  # noqa: BLE001 - any failure is harmless, as above
+        log.warning("backup %s: could not delete the first step's safety message (%s); it will find the "
+                    "plan cut and stop", run_id, type(exc).__name__)
 
 
 def continue_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupConfig, fan: FanoutConfig,

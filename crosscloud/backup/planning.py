@@ -41,6 +41,8 @@ log = logging.getLogger("crosscloud.backup")
 MAX_MESSAGE = 48 * 1024  # the queue takes 64 KiB per message; base64 (the host's default) adds a third
 PAGE_SIZE = 5000  # keys per listing page: the most Azure returns
 STEP_SECONDS: float | None = None  # a step's budget; None: BACKUP_TIME_BUDGET_SECONDS (tests: 0, a page a step)
+SAFETY_MARGIN_S = 300.0  # after the first step's budget, its safety message shows (a killed step's finish)
+MAX_VISIBILITY_S = 7 * 24 * 3600 - 3600  # the queue's 7 days, under the default 7-day time-to-live
 
 
 class _CutDeadline(Exception):
@@ -50,6 +52,12 @@ class _CutDeadline(Exception):
 
 def step_seconds(config: BackupConfig) -> float:
     return STEP_SECONDS if STEP_SECONDS is not None else config.time_budget_s
+
+
+def safety_delay(budget: float) -> int:
+    """How long the first step's safety message stays invisible: the step's budget and a
+    margin, below the queue's limit (7 days, and under the message's time-to-live)."""
+    return min(int(budget + SAFETY_MARGIN_S) + 1, MAX_VISIBILITY_S)
 
 
 @dataclass(frozen=True)
@@ -80,8 +88,8 @@ class PlanStep:
                 raise ValueError("not a version 1 plan step message")
             numbers = (data["next"], data["objects"], data["bytes"], data.get("step", data["next"]))
             if not isinstance(data["run"], str) or not all(type(x) is int and x >= 0 for x in numbers) \
-                    or numbers[3] > data["next"] or data["next"] < 1:
-                raise ValueError("run is a string; next (>= 1), objects, bytes and step (<= next) whole numbers")
+                    or numbers[3] > data["next"]:
+                raise ValueError("run is a string; next, objects, bytes and step (<= next) whole numbers")
             return cls(data["run"], *numbers[:3], None if numbers[3] == data["next"] else numbers[3])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed backup plan step message: {exc}") from None

@@ -152,3 +152,50 @@ def test_a_result_numbered_past_the_plans_shards_never_stands_in_for_a_missing_o
     assert finish_if_complete(dest, config.prefix, "late-run") is not None
     report = fan.reserved("runs/late-run/report.json")
     assert (report["complete"], report["pending"]) == (False, 3 + 1)  # shard 5's objects are no part of it
+
+
+def test_a_first_step_killed_mid_cut_is_carried_on_by_its_safety_message(steps, monkeypatch):  # noqa: F811
+    """The host running the first (inline) step dies after cutting a task: nothing after the kill
+    runs (no failure recorded, no hand-over). The safety plan step (`next` 0) it sent after the
+    run header, invisible for the step's budget and a margin (3 s here), shows up, re-sends
+    the step's task and cuts on: the run completes, byte-exact. A first step that ends
+    normally withdraws its safety message."""
+    import time
+
+    from crosscloud.backup import planning
+
+    monkeypatch.setattr(planning, "SAFETY_MARGIN_S", 2.0)
+    real_put_json, written = planning.put_json, []
+
+    def killed_at_the_second_task(store: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+        if "/tasks/" in key:
+            written.append(key)
+            if len(written) == 2:
+                raise SystemExit("killed")  # as the host's process ending mid-step
+        return real_put_json(store, key, *args, **kwargs)
+
+    monkeypatch.setattr(planning, "put_json", killed_at_the_second_task)
+    monkeypatch.setattr(fanout, "_record_failure", lambda *args, **kwargs: True)  # a kill records nothing
+    with pytest.raises(SystemExit):
+        fanout.plan_configured()
+    monkeypatch.setattr(planning, "put_json", real_put_json)
+    run_id = written[0].split("/")[-3]
+    visible = [json.loads(m.content) for m in steps.queue.peek_messages(max_messages=32)]
+    assert [m.get("n", m.get("kind")) for m in visible] == [0]  # shard 0 only: no hand-over
+    time.sleep(3.5)
+    visible = [json.loads(m.content) for m in steps.queue.peek_messages(max_messages=32)]
+    [safety] = [m for m in visible if m.get("kind") == "plan"]
+    assert (safety["run"], safety["next"], safety["step"]) == (run_id, 0, 0)
+
+    drain(steps)
+    written_tasks = tasks(steps, run_id)
+    assert_cover_the_key_space(ranges_of(written_tasks))
+    report = steps.reserved(f"runs/{run_id}/report.json")
+    assert (report["copied"], report["failed_count"], report["complete"]) == (len(FILES), 0, True)
+    steps.assert_identical(list(FILES))
+
+    again = fanout.plan_configured()  # ends normally (hands over): its safety message is withdrawn
+    assert again["planning"] == "continues"
+    time.sleep(3.5)
+    steps_now = [json.loads(m.content) for m in steps.queue.peek_messages(max_messages=32)]
+    assert [m["next"] for m in steps_now if m.get("kind") == "plan"] == [again["shards"]]

@@ -122,7 +122,9 @@ def test_plan_step_and_shard_messages_are_never_taken_for_each_other():
     assert (resend.mark, step.mark, json.loads(step.to_message())["step"]) == (4, 4, 4)
     with pytest.raises(ValueError, match="malformed backup shard message: a 'plan' message"):
         ShardTask.from_message(step.to_message())
-    for bad in (shard, '{"v": 1, "kind": "plan", "run": "r", "next": 0, "objects": 0, "bytes": 0}',
+    assert PlanStep.from_message('{"v": 1, "kind": "plan", "run": "r", "next": 0, "objects": 0, "bytes": 0}') == \
+        PlanStep("r", 0)  # the first step's safety message
+    for bad in (shard,
                 '{"v": 1, "kind": "plan", "run": "r", "next": 2, "objects": -1, "bytes": 0}',
                 '{"v": 1, "kind": "plan", "run": "r", "next": true, "objects": 0, "bytes": 0}',
                 '{"v": 1, "kind": "plan", "run": "r", "next": 2, "objects": 0, "bytes": 0, "step": 3}'):
@@ -207,7 +209,9 @@ def test_a_cancelled_shard_counts_its_objects_pending_under_the_plans_failure():
 
 
 class RefusingQueue:
-    def send_message(self, body: str) -> None:
+    def send_message(self, body: str, visibility_timeout: int | None = None) -> dict[str, Any]:
+        if is_plan_step(body) and visibility_timeout:  # the first step's safety message: taken
+            return {"id": "safety"}
         raise ConnectionError("queue unreachable")  # not a crosscloud error: only its name is told
 
 
