@@ -2,7 +2,8 @@
 
 Listing a container of 100 M blobs takes hours, longer than any one invocation may run, so
 planning continues in plan step messages on the shard queue (`{"v": 1, "kind": "plan", "run",
-"next", "objects", "bytes"}`), run by the same queue-triggered function as the shards. The
+"next", "objects", "bytes", "step"}`), run by the same queue-triggered function as the shards
+(`next` 0: the first step's safety message, fanout.py, for a first step that was killed). The
 cut is durable: before shard n's message is sent, its task is created (`If-None-Match: *`) at
 `runs/<run>/tasks/<n>.json`, and a step starts after the end of task n-1's range. Each task
 records the step that cut it (`"step"`: that step's first n). A step run twice (killed and
