@@ -110,6 +110,13 @@ def test_a_real_timeout_while_cutting_fails_the_step_instead_of_handing_over():
     assert not [m for m in queue.sent if is_plan_step(m)]
 
 
+def test_the_first_steps_safety_message_shows_after_its_budget_and_a_margin_within_the_queues_limit():
+    """Put Message's visibilitytimeout: at most 7 days, and below the message's time-to-live."""
+    assert planning.safety_delay(1500) == 1500 + 300 + 1
+    assert planning.safety_delay(0.2) == 301
+    assert planning.safety_delay(30 * 24 * 3600) == planning.MAX_VISIBILITY_S < 7 * 24 * 3600
+
+
 def test_plan_step_and_shard_messages_are_never_taken_for_each_other():
     step = PlanStep("run-1", 4, 120, 9000)
     assert PlanStep.from_message(step.to_message().encode()) == step
