@@ -274,4 +274,3 @@ def test_one_plan_step_delivered_twice_at_once_cuts_each_shard_once(steps, monke
     assert (report["copied"], report["complete"]) == (len(FILES), True)
     assert sorted(data_keys(puts)) == sorted(steps.dest + steps.source + name for name in FILES)  # once each
     steps.assert_identical(list(FILES))
-
