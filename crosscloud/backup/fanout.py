@@ -34,7 +34,7 @@ from crosscloud.backup import planning
 from crosscloud.backup.config import MIB, BackupConfig
 from crosscloud.backup.lease import LEASE_NAME, Lease
 from crosscloud.backup.report import utc_iso
-from crosscloud.backup.runstate import RunPaths, finish_if_complete, get_json, put_json
+from crosscloud.backup.runstate import RunPaths, exists, finish_if_complete, get_json, put_json
 from crosscloud.backup.shards import ShardTask, cancel
 from crosscloud.errors import CrossCloudError, SettingError
 from crosscloud.settings import Settings
@@ -81,7 +81,12 @@ def plan_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupC
     """Plan one fan-out run: its first planning step, inline, within `max_seconds` (default: the
     step budget). Returns the plan, or the plan so far with `planning: continues` when a plan
     step message carries on. Raises `LeaseHeld` if a run (fan-out or not) holds the lease,
-    `PlanFailed` if this step failed after the lease."""
+    `PlanFailed` if this step failed after the lease.
+
+    Once the run header is written, a safety plan step (`next` 0) goes to the queue, invisible
+    until well after this step's budget: should this process be killed mid-step, that message
+    carries the plan on (re-sending this step's tasks, then cutting on), so the run still
+    reports; a step that ends normally deletes it."""
     run_id = run_id or f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     budget = max_seconds if max_seconds is not None else planning.step_seconds(config)
     deadline = time.monotonic() + budget
@@ -94,6 +99,8 @@ def plan_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupC
     try:
         header["incomplete_uploads_aborted"] = dest.cleanup(config.prefix)
         put_json(dest, RunPaths(config.prefix, run_id).planning, header, create=True)
+        safety = queue.send_message(planning.PlanStep(run_id, 0).to_message(),
+                                    visibility_timeout=planning.safety_delay(budget))
         plan = step.run(deadline)
     except BaseException as exc:
         wait([sent for _, sent in step.queued])
@@ -111,7 +118,19 @@ def plan_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupC
         raise PlanFailed(f"backup {run_id} {plan['stop_reason']}; the run's report follows once they have: "
                          f".crosscloud/runs/{run_id}/report.json under the backup prefix",
                          status=exc.status if isinstance(exc, CrossCloudError) else 500) from exc
+    _withdraw(queue, safety, run_id)
     return plan or {**step.so_far("planning"), "planning": "continues"}
+
+
+def _withdraw(queue: Any, safety: Any, run_id: str) -> None:
+    """Delete the first step's safety message once the step has ended normally. Should the
+    delete fail, the message runs later all the same and changes nothing: it sees the plan,
+    or re-sends the first step's own tasks and stops at the next step's (planning.py)."""
+    try:
+        queue.delete_message(safety)
+    except Exception as exc:  # noqa: BLE001 - any failure is harmless, as above
+        log.warning("backup %s: could not delete the first step's safety message (%s); it will find the "
+                    "plan cut and stop", run_id, type(exc).__name__)
 
 
 def continue_run(source: ObjectStore, dest: ObjectStore, queue: Any, config: BackupConfig, fan: FanoutConfig,
@@ -175,8 +194,10 @@ def _record_failure(dest: ObjectStore, config: BackupConfig, plan: dict[str, Any
                     nothing_queued: bool) -> bool:
     """Record the run as failed (`plan`: status `failed`, the error's name) while it still
     holds the lease, so every shard it queued stops without copying and reports `cancelled`
-    (`unsent`: those whose message may not have gone out); the last report completes the run
-    (runstate.py) and ends the lease. False if the plan had been written after all."""
+    (`unsent`: those whose message may not have gone out, cancelled here unless a host has
+    taken the shard's lease: that one is copying, or will read the failed plan, and reports);
+    the last report completes the run (runstate.py) and ends the lease. False if the plan had
+    been written after all."""
     paths = RunPaths(config.prefix, plan["run_id"])
     log.error("backup %s %s", plan["run_id"], plan["stop_reason"])
     try:
@@ -186,7 +207,8 @@ def _record_failure(dest: ObjectStore, config: BackupConfig, plan: dict[str, Any
                 log.warning("backup %s: its plan was written after all; the run goes on", plan["run_id"])
                 return False
         for task in unsent:  # perhaps queued all the same: such a message finds its result and stops
-            cancel(dest, config, task, "its message may not have been queued")
+            if not exists(dest, paths.lease(task.n)):  # a shard a host has taken reports as usual
+                cancel(dest, config, task, "its message may not have been queued", finish=False)
         finish_if_complete(dest, config.prefix, plan["run_id"])  # no shard queued: the run ends here
     except CrossCloudError as also:
         log.error("backup %s: could not record the failed plan (%s); the shards it queued copy their ranges "

@@ -30,6 +30,7 @@ import datetime as dt
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -122,6 +123,15 @@ def result_keys(store: ObjectStore, paths: RunPaths) -> Iterator[str]:
         yield from (info.key for info in page.items if info.key.endswith(".json"))
 
 
+def _number(key: str, paths: RunPaths) -> int:
+    """The shard number of a result key; a result numbered past the plan's shards (one cut
+    after a failed plan was counted, cancelled late) never stands in for a missing one."""
+    try:
+        return int(key[len(paths.shards):-len(".json")])
+    except ValueError:
+        return sys.maxsize  # no shard's result
+
+
 def combine(plan: dict[str, Any], results: list[dict[str, Any]]) -> BackupReport:
     """The run's report from its shards' results, in the shape of a single run's report."""
     report = BackupReport(run_id=plan["run_id"], source=plan["source"], destination=plan["destination"],
@@ -167,7 +177,7 @@ def finish_if_complete(dest: ObjectStore, prefix: str, run_id: str) -> BackupRep
     plan = get_json(dest, paths.plan)
     if plan is None:
         return None  # still planning: the planner checks again once it has written the plan
-    keys = list(result_keys(dest, paths))
+    keys = [key for key in result_keys(dest, paths) if _number(key, paths) < plan["shards"]]
     if len(keys) < plan["shards"] or exists(dest, paths.report):
         return None
     with ThreadPoolExecutor(8, "backup-results") as pool:

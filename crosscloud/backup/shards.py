@@ -182,13 +182,15 @@ def record_failure(dest: ObjectStore, config: BackupConfig, task: ShardTask, why
     return written
 
 
-def cancel(dest: ObjectStore, config: BackupConfig, task: ShardTask, why: str) -> bool:
+def cancel(dest: ObjectStore, config: BackupConfig, task: ShardTask, why: str, *, finish: bool = True) -> bool:
     """Report the shard `cancelled` without copying (its run failed while planning): its
-    objects count as pending. False if it had reported already."""
+    objects count as pending. False if it had reported already. `finish=False`: the caller
+    cancelling many checks for completion once, after the last."""
     result = {"n": task.n, "status": "cancelled", "range": task.key_range.as_json(), "objects": task.objects,
               "bytes": task.bytes, "index": None, "reason": why, "report": None}
     written = put_json(dest, RunPaths(config.prefix, task.run_id).result(task.n), result, create=True)
-    finish_if_complete(dest, config.prefix, task.run_id)
+    if finish:
+        finish_if_complete(dest, config.prefix, task.run_id)
     return written
 
 

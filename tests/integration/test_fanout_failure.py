@@ -43,6 +43,8 @@ def test_a_queue_that_fails_midway_fails_the_run_its_queued_shards_stop_and_the_
     real_send, lock, sends = queue.send_message, threading.Lock(), []
 
     def failing_send(body: str, *args: Any, **kwargs: Any) -> Any:
+        if json.loads(body).get("kind") == "plan":  # the first step's safety message
+            return real_send(body, *args, **kwargs)
         with lock:
             sends.append(body)
             if len(sends) <= 3:

@@ -4,9 +4,12 @@ combined report, and devstack's reading of the host's queue settings."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+from typing import Any
 
 import pytest
 
+from crosscloud.backup import planning
 from crosscloud.backup.config import BackupConfig
 from crosscloud.backup.fanout import FanoutConfig
 from crosscloud.backup.planning import PlanStep, cut, is_plan_step
@@ -75,11 +78,43 @@ def test_cut_at_its_deadline_yields_what_a_page_gave_and_stops_unless_the_listin
     ranges = cut(store, BackupConfig(), fan, deadline=0, start_after="k0", page_size=4)
     got = [(r.start_after, r.end, n) for _, (r, n, _) in zip(range(2), ranges, strict=False)]
     assert got == [("k0", "k3", 3), ("k3", "k4", 1)]  # deadline long gone: one page (4 keys)...
-    with pytest.raises(TimeoutError):
+    with pytest.raises(planning._CutDeadline):  # the step's own deadline
         next(ranges)  # ...then it hands over
     tail = [(r.start_after, r.end, n) for r, n, _ in cut(store, BackupConfig(), fan, 0, "k4", page_size=4)]
     assert tail == [("k4", None, 2)]  # the last page: no deadline, the open-ended range
     assert [(r.start_after, r.end, n) for r, n, _ in cut(store, BackupConfig(), fan, 0, "k6")] == [("k6", None, 0)]
+
+
+def test_a_real_timeout_while_cutting_fails_the_step_instead_of_handing_over():
+    """A socket's TimeoutError from the listing is an error (the host retries the step, then
+    poisons it), never the step's own deadline: no hand-over message, the error raised."""
+
+    class TimingOut(MemoryStore):
+        def list_pages(self, prefix: str = "", page_size: int | None = None,
+                       start_after: str | None = None) -> Any:
+            pages = super().list_pages(prefix, page_size, start_after)
+            yield next(pages)
+            raise TimeoutError("The read operation timed out")
+
+    class Queue:
+        sent: list[str] = []
+
+        def send_message(self, body: str) -> None:
+            self.sent.append(body)
+
+    source, dest, queue = TimingOut("azure", {f"k{i}": b"x" for i in range(9)}), MemoryStore("s3"), Queue()
+    header = {"run_id": "r", "started": "2026-01-01T00:00:00Z", "order": source.listing_order}
+    step = planning.Step(source, dest, queue, BackupConfig(), FanoutConfig(shard_objects=2), header, PlanStep("r", 0))
+    with pytest.raises(TimeoutError, match="timed out"):
+        step.run(deadline=float("inf"))
+    assert not [m for m in queue.sent if is_plan_step(m)]
+
+
+def test_the_first_steps_safety_message_shows_after_its_budget_and_a_margin_within_the_queues_limit():
+    """Put Message's visibilitytimeout: at most 7 days, and below the message's time-to-live."""
+    assert planning.safety_delay(1500) == 1500 + 300 + 1
+    assert planning.safety_delay(0.2) == 301
+    assert planning.safety_delay(30 * 24 * 3600) == planning.MAX_VISIBILITY_S < 7 * 24 * 3600
 
 
 def test_plan_step_and_shard_messages_are_never_taken_for_each_other():
@@ -89,11 +124,17 @@ def test_plan_step_and_shard_messages_are_never_taken_for_each_other():
     shard = ShardTask("run-1", 3, KeyRange("a", None)).to_message()
     assert not is_plan_step(shard)
     assert not is_plan_step(b"not json")
+    resend = PlanStep("run-1", 7, 1, 2, step=4)  # re-sends step 4's tasks from 7 on
+    assert PlanStep.from_message(resend.to_message()) == resend
+    assert (resend.mark, step.mark, json.loads(step.to_message())["step"]) == (4, 4, 4)
     with pytest.raises(ValueError, match="malformed backup shard message: a 'plan' message"):
         ShardTask.from_message(step.to_message())
-    for bad in (shard, '{"v": 1, "kind": "plan", "run": "r", "next": 0, "objects": 0, "bytes": 0}',
+    assert PlanStep.from_message('{"v": 1, "kind": "plan", "run": "r", "next": 0, "objects": 0, "bytes": 0}') == \
+        PlanStep("r", 0)  # the first step's safety message
+    for bad in (shard,
                 '{"v": 1, "kind": "plan", "run": "r", "next": 2, "objects": -1, "bytes": 0}',
-                '{"v": 1, "kind": "plan", "run": "r", "next": true, "objects": 0, "bytes": 0}'):
+                '{"v": 1, "kind": "plan", "run": "r", "next": true, "objects": 0, "bytes": 0}',
+                '{"v": 1, "kind": "plan", "run": "r", "next": 2, "objects": 0, "bytes": 0, "step": 3}'):
         with pytest.raises(ValueError, match="malformed backup plan step message"):
             PlanStep.from_message(bad)
 
@@ -175,7 +216,9 @@ def test_a_cancelled_shard_counts_its_objects_pending_under_the_plans_failure():
 
 
 class RefusingQueue:
-    def send_message(self, body: str) -> None:
+    def send_message(self, body: str, visibility_timeout: int | None = None) -> dict[str, Any]:
+        if is_plan_step(body) and visibility_timeout:  # the first step's safety message: taken
+            return {"id": "safety"}
         raise ConnectionError("queue unreachable")  # not a crosscloud error: only its name is told
 
 
