@@ -75,6 +75,7 @@ class MemoryStore:
         self.objects: dict[str, bytes] = {}
 
     def put(self, key, stream, size, options):  # noqa: ANN001, ANN201
+        self.options = options
         self.objects[key] = stream.read()
         assert len(self.objects[key]) == size
 
@@ -114,3 +115,15 @@ def test_an_index_of_the_first_format_is_ignored_not_misread():
         out.write(json.dumps({"version": 1}).encode() + b"\n" + json.dumps(["k", "d", "s"]).encode() + b"\n")
     store.objects["i"] = raw.getvalue()
     assert list(index.read(store, "i", "utf-16")) == []  # type: ignore[arg-type]
+
+
+def test_the_index_upload_holds_one_part_of_at_most_8_mib_whatever_the_copies_part_size():
+    """Why: the index is ~35 MB at a million objects; uploaded with the copies' parts (here 64 MiB,
+    4 at once) the end of a run buffered far more than the run itself (docs/benchmarks.md)."""
+    writer = index.IndexWriter(utf16_order, "utf-16")
+    writer.add("a", "d", "s")
+    store = MemoryStore()
+    writer.save(store, "i", {"run_id": "r"}, 64 * 2**20)  # type: ignore[arg-type]
+    assert store.options.concurrency == 1
+    assert store.options.part_size == store.options.multipart_threshold == 8 * 2**20
+    assert list(index.read(store, "i", "utf-16")) == [("a", ("d", "s"))]  # type: ignore[arg-type]
