@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -75,6 +77,7 @@ class MemoryStore:
         self.objects: dict[str, bytes] = {}
 
     def put(self, key, stream, size, options):  # noqa: ANN001, ANN201
+        self.options = options
         self.objects[key] = stream.read()
         assert len(self.objects[key]) == size
 
@@ -114,3 +117,56 @@ def test_an_index_of_the_first_format_is_ignored_not_misread():
         out.write(json.dumps({"version": 1}).encode() + b"\n" + json.dumps(["k", "d", "s"]).encode() + b"\n")
     store.objects["i"] = raw.getvalue()
     assert list(index.read(store, "i", "utf-16")) == []  # type: ignore[arg-type]
+
+
+def test_the_index_upload_holds_one_part_of_at_most_8_mib_whatever_the_copies_part_size():
+    """Why: the index is ~35 MB at a million objects; uploaded with the copies' parts (here 64 MiB,
+    4 at once) the end of a run buffered far more than the run itself (docs/benchmarks.md)."""
+    writer = index.IndexWriter(utf16_order, "utf-16")
+    writer.add("a", "d", "s")
+    store = MemoryStore()
+    writer.save(store, "i", {"run_id": "r"}, 64 * 2**20)  # type: ignore[arg-type]
+    assert store.options.concurrency == 1
+    assert store.options.part_size == store.options.multipart_threshold == 8 * 2**20
+    assert list(index.read(store, "i", "utf-16")) == [("a", ("d", "s"))]  # type: ignore[arg-type]
+
+
+ENTRY = st.tuples(st.sampled_from(["a", "b", "c", "d", "é", "😀", "～"]),
+                  st.one_of(st.none(), st.sampled_from(["d1", "d2"])), st.sampled_from(["s1", "s2"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(ENTRY, max_size=60))
+def test_runs_merged_by_levels_still_give_the_last_entry_per_key(adds):
+    """Tiny runs and fan-in, so merges of every level happen; compared with a plain dict."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(index, "RUN_SIZE", 2)
+        patch.setattr(index, "FAN_IN", 3)
+        writer = index.IndexWriter(utf16_order, "utf-16")
+        expected: dict[str, tuple[str, str]] = {}
+        for key, dest_etag, source_etag in adds:
+            writer.add(key, dest_etag, source_etag if dest_etag else None)
+            if dest_etag:
+                expected[key] = (dest_etag, source_etag)
+            else:
+                expected.pop(key, None)  # a tombstone: no valid entry
+        store = MemoryStore()
+        writer.save(store, "i", {"run_id": "r"}, 5 * 2**20)  # type: ignore[arg-type]
+    assert list(index.read(store, "i", "utf-16")) == sorted(expected.items(), key=lambda kv: azure_units(kv[0]))  # type: ignore[arg-type]
+
+
+def test_open_run_files_stay_few_however_many_entries(monkeypatch):
+    """A first copy records two entries per object: with a file per 10,000 entries, ten million
+    objects kept 2,000 files open (past common open-file limits) until the index was written."""
+    monkeypatch.setattr(index, "RUN_SIZE", 10)
+    writer = index.IndexWriter(utf16_order, "utf-16")
+    before = len(os.listdir("/proc/self/fd"))
+    most = 0
+    for i in range(20_000):  # 2,000 runs
+        writer.add(f"k{i:05d}", None, None)
+        writer.add(f"k{i:05d}", "d", "s")
+        most = max(most, len(os.listdir("/proc/self/fd")) - before) if i % 50 == 0 else most
+    assert most <= 3 * index.FAN_IN  # 2,000 runs of 10: three levels of at most FAN_IN - 1, and one more
+    store = MemoryStore()
+    writer.save(store, "i", {"run_id": "r"}, 5 * 2**20)  # type: ignore[arg-type]
+    assert [k for k, _ in index.read(store, "i", "utf-16")] == [f"k{i:05d}" for i in range(20_000)]  # type: ignore[arg-type]
